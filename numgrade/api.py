@@ -1,0 +1,246 @@
+"""The Python API of SPEC section 4: load programs, call functions, get their IR.
+
+Inputs come in as numpy arrays, torch tensors or Python numbers; results go back in the family of
+the inputs (numpy in, numpy out with ml_dtypes dtypes; torch in, torch out with torch's own
+low-precision dtypes where it has them, float32 holding the exact values where it has not).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DiagnosticSink, GradeError, SourceError
+from .frontend.lower import lower_program
+from .frontend.parser import parse
+from .ir import nodes as N
+from .ir.formats import Format, format_of_dtype, from_storage, to_storage
+from .ir.printer import print_function, print_module
+from .passes.effects import check_effects
+
+STDLIB_PACKAGE = "numgrade.stdlib"
+
+
+def compile_source(text: str, name: str = "<source>") -> "Module":
+    """Parse, lower and check a Grade program; raise GradeError with every diagnostic."""
+    program = parse(text, name)
+    sink = DiagnosticSink()
+    try:
+        module = lower_program(program, sink)
+    except RecursionError:
+        raise SourceError("program nested too deeply", program.span) from None
+    check_effects(module, sink)
+    sink.raise_if_errors()
+    module.source = text
+    module.warnings = list(sink.warnings)
+    return Module(module)
+
+
+def load(path: str | Path) -> "Module":
+    """Load a `.grd` file, or a stdlib program named `stdlib:NAME`."""
+    p = str(path)
+    if p.startswith("stdlib:"):
+        return load_stdlib(p[len("stdlib:"):])
+    try:
+        text = Path(p).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GradeError(f"{p}: no such file") from None
+    except (OSError, UnicodeDecodeError) as ex:
+        raise GradeError(f"{p}: cannot read: {ex}") from None
+    return compile_source(text, p)
+
+
+def stdlib_names() -> list[str]:
+    files = resources.files(STDLIB_PACKAGE)
+    return sorted(f.name[:-4] for f in files.iterdir() if f.name.endswith(".grd"))
+
+
+def stdlib_path(name: str) -> str:
+    return f"stdlib/{name}.grd"
+
+
+def load_stdlib(name: str) -> "Module":
+    """A stdlib program by name, e.g. load_stdlib('nvfp4')."""
+    if not name.isidentifier() or name not in stdlib_names():
+        raise GradeError(f"no stdlib program '{name}' (available: {', '.join(stdlib_names())})")
+    text = resources.files(STDLIB_PACKAGE).joinpath(f"{name}.grd").read_text(encoding="utf-8")
+    return compile_source(text, stdlib_path(name))
+
+
+class Module:
+    """A compiled module; functions are attributes (mod.quantize) and items (mod['quantize'])."""
+
+    def __init__(self, ir: N.Module):
+        self.ir = ir
+
+    @property
+    def name(self) -> str:
+        return self.ir.name
+
+    @property
+    def functions(self) -> list[str]:
+        return list(self.ir.functions)
+
+    @property
+    def warnings(self) -> list:
+        return self.ir.warnings
+
+    def __getitem__(self, name: str) -> "Function":
+        if name not in self.ir.functions:
+            raise GradeError(f"module {self.ir.name} has no function '{name}' "
+                             f"(it has: {', '.join(self.ir.functions) or 'none'})")
+        return Function(self, self.ir.functions[name])
+
+    def __getattr__(self, name: str) -> "Function":
+        if name.startswith("__") or name == "ir":
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except GradeError as ex:
+            raise AttributeError(str(ex)) from None
+
+    def __dir__(self):
+        return list(super().__dir__()) + list(self.ir.functions)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.ir.functions
+
+    def ir_text(self) -> str:
+        return print_module(self.ir)
+
+    def __repr__(self) -> str:
+        return f"<numgrade.Module {self.ir.name}: {', '.join(self.ir.functions)}>"
+
+
+class Function:
+    """One function of a module: call it, print its IR, compile it for a backend."""
+
+    def __init__(self, module: Module, ir: N.Function):
+        self.module = module
+        self.ir = ir
+
+    @property
+    def name(self) -> str:
+        return self.ir.name
+
+    def signature(self) -> str:
+        return self.ir.signature()
+
+    def ir_text(self) -> str:
+        return print_function(self.ir)
+
+    def __call__(self, *args: Any, seed: int | None = None, backend: str = "reference") -> Any:
+        return self.compile(backend)(*args, seed=seed)
+
+    def ideal(self, *args: Any, seed: int | None = None, as_float: bool = True) -> Any:
+        """The same program over the reals (every rounding removed), in 160-bit arithmetic.
+
+        Returns float64 arrays (as_float) or numpy object arrays of mpmath numbers.
+        """
+        from .backends.reference import IdealDomain, Interpreter
+
+        arrays, _ = _to_arrays(args, self.ir)
+        outs = Interpreter(self.module.ir, IdealDomain()).run(self.ir.name, arrays, seed)
+        if as_float:
+            outs = tuple(np.asarray(np.frompyfunc(float, 1, 1)(o), dtype=np.float64)
+                         if np.ndim(o) else np.float64(float(o)) for o in outs)
+        return outs if self.ir.result_is_tuple else outs[0]
+
+    def compile(self, backend: str = "reference") -> "CompiledFunction":
+        if backend != "reference":
+            raise GradeError(f"backend '{backend}' is not available in this version "
+                             "(available: reference)")
+        return CompiledFunction(self, backend)
+
+    def __repr__(self) -> str:
+        return f"<numgrade.Function {self.signature()}>"
+
+
+class CompiledFunction:
+    """A function bound to a backend; call it like the function."""
+
+    def __init__(self, fn: Function, backend: str):
+        self.fn = fn
+        self.backend = backend
+
+    def __call__(self, *args: Any, seed: int | None = None) -> Any:
+        from .backends.reference import Interpreter
+
+        ir = self.fn.ir
+        arrays, family = _to_arrays(args, ir)
+        try:
+            outs = Interpreter(self.fn.module.ir).run(ir.name, arrays, seed)
+        except GradeError:
+            raise
+        except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as ex:
+            raise GradeError(f"{ir.name}(): cannot run on these inputs: {ex}") from None
+        res = tuple(_from_array(o, v.fmt, family) for o, v in zip(outs, ir.results))
+        return res if ir.result_is_tuple else res[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# boundary conversion
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+def _torch_to_numpy(x) -> np.ndarray:
+    import torch
+
+    t = x.detach().cpu()
+    if t.dtype in (torch.float32, torch.float64, torch.float16, torch.int32, torch.int64,
+                   torch.bool, torch.int16, torch.int8, torch.uint8):
+        return t.numpy().astype(np.float64)
+    return t.to(torch.float64).numpy()
+
+
+def _to_arrays(args, fn: N.Function) -> tuple[list[np.ndarray], str]:
+    family = "numpy"
+    out = []
+    if len(args) != len(fn.params):
+        raise GradeError(f"{fn.name}() takes {len(fn.params)} argument(s), got {len(args)}")
+    for a, p in zip(args, fn.params):
+        if _is_torch(a):
+            family = "torch"
+            out.append(_torch_to_numpy(a))
+            continue
+        if isinstance(a, (bool, int, float, np.number, np.bool_)):
+            out.append(np.asarray(float(a), dtype=np.float64))
+            continue
+        if isinstance(a, np.ndarray):
+            if a.dtype == object or a.dtype.kind in "USVOMm" or a.dtype.kind == "c":
+                raise GradeError(f"argument '{p.name}': unsupported array dtype {a.dtype}")
+            out.append(from_storage(a) if format_of_dtype(a.dtype) is not None
+                       else a.astype(np.float64))
+            continue
+        if isinstance(a, (list, tuple)):
+            try:
+                arr = np.asarray(a, dtype=np.float64)
+            except (ValueError, TypeError):
+                raise GradeError(f"argument '{p.name}': not a rectangular array of numbers") from None
+            out.append(arr)
+            continue
+        raise GradeError(f"argument '{p.name}': expected an array, tensor or number, "
+                         f"got {type(a).__name__}")
+    return out, family
+
+
+_TORCH_DTYPES = {"f64": "float64", "f32": "float32", "f16": "float16", "bf16": "bfloat16",
+                 "e4m3": "float8_e4m3fn", "e5m2": "float8_e5m2", "i32": "int32", "bool": "bool"}
+
+
+def _from_array(x: np.ndarray, fmt: Format, family: str):
+    x = np.asarray(x, dtype=np.float64)
+    if family == "torch":
+        import torch
+
+        name = _TORCH_DTYPES.get(fmt.name)
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        if name is None or not hasattr(torch, name):
+            return t.to(torch.float32)  # e2m1 / e8m0: float32 holding the exact values
+        return t.to(getattr(torch, name))
+    st = to_storage(x, fmt)
+    return st if st.ndim else st[()]
