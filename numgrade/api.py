@@ -146,7 +146,9 @@ class Function:
         outs = Interpreter(self.module.ir, IdealDomain()).run(self.ir.name, arrays, seed)
         if as_float:
             outs = tuple(np.asarray(np.frompyfunc(float, 1, 1)(o), dtype=np.float64)
-                         if np.ndim(o) else np.float64(float(o)) for o in outs)
+                         if np.ndim(o) else np.float64(float(o[()])) for o in outs)
+        else:
+            outs = tuple(o if np.ndim(o) else o[()] for o in outs)
         return outs if self.ir.result_is_tuple else outs[0]
 
     def compile(self, backend: str = "reference") -> "CompiledFunction":
@@ -211,10 +213,12 @@ def _to_arrays(args, fn: N.Function) -> tuple[list[np.ndarray], str]:
             out.append(np.asarray(float(a), dtype=np.float64))
             continue
         if isinstance(a, np.ndarray):
-            if a.dtype == object or a.dtype.kind in "USVOMm" or a.dtype.kind == "c":
+            if format_of_dtype(a.dtype) is not None:
+                out.append(from_storage(a))
+            elif a.dtype.kind in "iufb":
+                out.append(a.astype(np.float64))
+            else:
                 raise GradeError(f"argument '{p.name}': unsupported array dtype {a.dtype}")
-            out.append(from_storage(a) if format_of_dtype(a.dtype) is not None
-                       else a.astype(np.float64))
             continue
         if isinstance(a, (list, tuple)):
             try:

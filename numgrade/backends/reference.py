@@ -193,7 +193,7 @@ class IdealDomain(ReferenceDomain):
         x = np.asarray(x)
         if x.dtype == object:
             return x
-        return self._mpf(np.asarray(x, dtype=np.float64)).astype(object)
+        return np.asarray(self._mpf(np.asarray(x, dtype=np.float64)), dtype=object)
 
     def rnd(self, x, fmt: Format):
         x = np.asarray(x, dtype=object)
@@ -285,7 +285,8 @@ class Interpreter:
         inputs = []
         for p, a in zip(fn.params, vals):
             fmt = p.value.fmt
-            if self.domain.name == "reference" and fmt.name != "f64":
+            # inputs are data in their parameter's format, in both domains
+            if fmt.name != "f64":
                 a = round_array(np.asarray(a, dtype=np.float64), fmt) if fmt.kind != "bool" \
                     else (np.asarray(a) != 0).astype(np.float64)
             inputs.append(self.domain.lift(a))
