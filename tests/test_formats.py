@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from fractions import Fraction
 
 import ml_dtypes
@@ -23,6 +24,10 @@ try:
     import torch
 except ImportError:  # pragma: no cover - torch is optional for these tests
     torch = None
+
+# numpy/ml_dtypes casts of NaN bit patterns in the *test* code raise 'invalid' flags; the
+# module itself is checked warning-free by test_no_floating_point_warnings.
+pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in cast:RuntimeWarning")
 
 SMALL = ["e2m1", "e8m0", "e4m3", "e5m2", "f16", "bf16"]  # enumerable formats
 FLOATS = SMALL + ["f32"]
@@ -83,6 +88,8 @@ def ref_round(x: np.ndarray, name: str, mode: str) -> np.ndarray:
     r = np.where(exact, lo, np.where(up, hi, lo))
     if name == "e8m0":
         r = np.where(a < v[0], v[0], r)
+        if mode == "rne":  # documented ml_dtypes-compatible round-up in the lowest binade
+            r = np.where((a > v[0]) & (a < v[1]), v[1], r)
     return np.copysign(r, x)
 
 
@@ -275,7 +282,9 @@ def test_midpoints_match_torch(name):
                           np.nextafter(mid, np.float32(0)), v.astype(np.float32),
                           random_f32_bits(100_000, 11)])
     want = torch.from_numpy(x32).to(tdt).to(torch.float64).numpy()
-    assert_same(F.round_array(x32.astype(np.float64), f), want, x32)
+    # torch's float8_e4m3fn cast saturates (even +-inf -> +-448): that is our sat=True
+    sat = name == "e4m3"
+    assert_same(F.round_array(x32.astype(np.float64), f, sat=sat), want, x32)
 
 
 def test_e8m0_matches_torch_on_positive_inputs():
@@ -493,9 +502,9 @@ def test_e4m3_overflow_matches_ml_dtypes_and_torch():
     want = x.astype(ml_dtypes.float8_e4m3fn).astype(np.float64)
     assert_same(F.round_array(x.astype(np.float64), fmt("e4m3")), want, x)
     assert_same(want[:6], np.array([448, 448, 448, 448, np.nan, np.nan]))
-    if torch is not None:
+    if torch is not None:  # torch saturates instead
         tw = torch.from_numpy(x).to(torch.float8_e4m3fn).to(torch.float64).numpy()
-        assert_same(tw, want)
+        assert_same(tw, F.round_array(x.astype(np.float64), fmt("e4m3"), sat=True))
 
 
 @pytest.mark.parametrize("name", ["f32", "f16", "bf16", "e4m3", "e5m2", "e2m1"])
@@ -564,7 +573,7 @@ def test_i32_rounding():
     }
     for mode, w in want.items():
         r = F.round_array(x, i32, mode)
-        assert np.array_equal(r, np.array(w, np.float64)) and not np.signbit(r).any()
+        assert np.array_equal(r, np.array(w, np.float64)) and not np.signbit(r[r == 0]).any()
     edge = np.array([2.0**31, 2.0**31 - 1, 2.0**31 - 0.5, -2.0**31, -2.0**31 - 5, 1e300, -1e300,
                      np.inf, -np.inf, np.nan])
     want_e = [2**31 - 1, 2**31 - 1, 2**31 - 1, -2**31, -2**31, 2**31 - 1, -2**31, 2**31 - 1,
@@ -642,8 +651,12 @@ def test_random_properties_all_modes(name):
     ulp = np.exp2(np.maximum(np.floor(np.log2(np.abs(x))), f.emin) - f.precision + 1)
     ok_gap = exact | (gap == ulp) | ((gap == ulp / 2) & (np.abs(rs["rd"]) != np.abs(x)))
     assert np.all(exact | (gap > 0)) and np.all(gap <= ulp) and ok_gap.all()
-    # nearest: no neighbour is strictly closer
+    # nearest: no neighbour is strictly closer (except e8m0's documented lowest binade)
     err = np.abs(rs["rne"] - x)
+    if name == "e8m0":
+        quirk = (x > f.min_normal) & (x < 2 * f.min_normal)
+        assert np.all(rs["rne"][quirk] == 2 * f.min_normal)
+        x, err, rs = x[~quirk], err[~quirk], {m: r[~quirk] for m, r in rs.items()}
     assert np.all(err <= np.abs(rs["rd"] - x)) and np.all(err <= np.abs(rs["ru"] - x))
     assert np.all((rs["rne"] == rs["rd"]) | (rs["rne"] == rs["ru"]))
     # relative error of rne bounded by unit roundoff for normal results
@@ -783,7 +796,7 @@ def test_sr_threshold_is_strict():
     ("e4m3", 2.0**-9 * 0.1, 0.0, 2.0**-9),
     ("e2m1", 5.5, 4.0, 6.0),
     ("e8m0", 3.0, 2.0, 4.0),
-    ("f16", 1e-6, 0.0, 2.0**-24),
+    ("f16", 1e-8, 0.0, 2.0**-24),
     ("i32", -7.9, -8.0, -7.0),
 ])
 def test_sr_probability_matches_fraction(name, x, lo, hi):
@@ -882,7 +895,7 @@ def test_represents_table():
     r = lambda a, b: F.represents(fmt(a), fmt(b))  # noqa: E731
     assert r("e4m3", "e2m1") and not r("e5m2", "e4m3") and not r("e4m3", "e5m2")
     assert r("f64", "i32") and not r("f32", "i32") and r("i32", "i32")
-    assert r("f16", "e4m3") and r("f16", "e5m2") and r("bf16", "e4m3") and not r("bf16", "e5m2")
+    assert r("f16", "e4m3") and r("f16", "e5m2") and r("bf16", "e4m3") and r("bf16", "e5m2")
     assert not r("bf16", "f16") and not r("f16", "bf16") and r("f32", "bf16") and r("f32", "f16")
     assert r("bf16", "e8m0") and r("f32", "e8m0") and not r("f16", "e8m0")
     assert not r("e8m0", "e2m1") and not r("e4m3", "e8m0") and r("e8m0", "e8m0")
@@ -925,7 +938,7 @@ def test_promote():
     assert p("f16", "bf16") == "f32"
     assert p("e2m1", "e4m3") == "e4m3"
     assert p("e4m3", "f16") == "f16"
-    assert p("e5m2", "bf16") == "f32"
+    assert p("e5m2", "bf16") == "bf16"
     assert p("e4m3", "bf16") == "bf16"
     assert p("e8m0", "e4m3") == "bf16"
     assert p("e8m0", "f16") == "f32"
@@ -988,6 +1001,21 @@ def test_storage_int_bool_and_torch():
         assert F.format_of_dtype(torch.float8_e4m3fn) is fmt("e4m3")
         assert F.format_of_dtype(torch.bfloat16) is fmt("bf16")
         assert F.format_of_dtype(torch.int64) is None
+
+
+def test_no_floating_point_warnings():
+    """Specials (NaN, inf, overflow, sNaN payloads) are handled without numpy warnings."""
+    x = np.concatenate([random_f32_bits(5000, 13).astype(np.float64),
+                        [np.inf, -np.inf, np.nan, 1e308, -1e308, 5e-324, 0.0, -0.0],
+                        np.array([0x7FF0000000000001], np.uint64).view(np.float64)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in F.FORMATS:
+            f = fmt(name)
+            for mode in ALL_MODES:
+                for sat in (False, True):
+                    r = F.round_array(x, f, mode, sat=sat, key=1)
+                    assert F.from_storage(F.to_storage(r, f)).shape == x.shape
 
 
 # ---------------------------------------------------------------------------

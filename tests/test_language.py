@@ -274,3 +274,9 @@ def test_constant_arrays():
 def test_constant_range_expressions_use_consts():
     src = "const L: f32 = 6.0\nfn f(x: f32[N] in [-L, L * 2.0]) -> f32[N] { return x }"
     assert compile_fn(src).ir.params[0].range == (-6.0, 12.0)
+
+
+def test_folding_keeps_the_sign_of_transcendental_constants():
+    fn = compile_fn("fn f(x: f64) -> (f64, f64) { return (x * sin(-1.0), x * log(0.5)) }")
+    a, b = fn(1.0)
+    assert a == np.sin(-1.0) and b == np.log(0.5)

@@ -37,8 +37,9 @@ def _to_mpf(x: Fraction):
 def _from_mpf(v) -> Fraction:
     if not _MP.isfinite(v):
         raise FoldError("constant expression is not finite")
-    man, exp = _MP.mpf(v).man_exp
-    return Fraction(int(man)) * (Fraction(2) ** int(exp))
+    sign, man, exp, _ = _MP.mpf(v)._mpf_  # man_exp drops the sign, _mpf_ keeps it
+    r = Fraction(int(man)) * (Fraction(2) ** int(exp))
+    return -r if sign else r
 
 
 def fold_binary(op: str, a: Fraction, b: Fraction) -> Fraction | bool:

@@ -33,7 +33,8 @@ Floating-point targets (f32, f16, bf16, e4m3, e5m2, e2m1, e8m0)
       ``rz`` gives ``+-max_finite``; ``ru`` gives ``+BIG`` for positive and
       ``-max_finite`` for negative overflow; ``rd`` gives ``+max_finite`` for
       positive and ``-BIG`` for negative overflow.  An infinite input maps to
-      ``BIG`` (with its sign) in every mode.
+      ``BIG`` (with its sign) in every mode.  (ml_dtypes casts behave like
+      ``sat=False``; torch's float8_e4m3fn cast behaves like ``sat=True``.)
     * NaN input gives NaN where the format has NaN.  e2m1 has no NaN: a NaN maps
       to a zero whose sign is the *opposite* of the NaN's sign bit (+NaN ->
       -0.0, -NaN -> +0.0), which is exactly what ml_dtypes 0.6 does for
@@ -42,15 +43,20 @@ Floating-point targets (f32, f16, bf16, e4m3, e5m2, e2m1, e8m0)
 e8m0 (unsigned powers of two 2**-127 .. 2**127, NaN, no zero, no inf)
     Positive finite inputs are rounded by the rules above with p = 1 (so for
     rne every tie 1.5 * 2**e rounds up to 2**(e+1); rd(x) is the largest power of
-    two <= x, ru(x) the smallest >= x).  Additionally, in every mode:
+    two <= x, ru(x) the smallest >= x).  Additionally:
 
     * ``0 < x < 2**-127`` (underflow) gives ``2**-127``: the format has no zero,
-      and this is what ml_dtypes' RNE cast does (note it also holds for rd).
+      and this is what ml_dtypes' RNE cast does (it holds in every mode, rd too).
+    * rne only: ``2**-127 < x < 2**-126`` gives ``2**-126`` (not the nearer
+      2**-127 for x < 1.5 * 2**-127).  ml_dtypes rounds these inputs (float32
+      subnormals) up, and rne is defined to equal ml_dtypes' cast for every
+      float32 input.  rz/rd/ru/sr are unaffected.
     * ``x <= 0`` (including -0.0 and -inf), and NaN, give NaN.
     * overflow follows the general rules (``BIG`` is NaN); +inf gives NaN, or
       2**127 with ``sat=True``.
 
-    For rne this matches ml_dtypes.float8_e8m0fnu casts from float32 exactly.
+    So rne matches ml_dtypes.float8_e8m0fnu casts from float32 exactly, for every
+    float32 input.
     (ml_dtypes' cast from float64 goes through float32, so positive f64 values
     <= 2**-150 become NaN there; here they give 2**-127.  torch's e8m0 cast
     differs from both: it ignores the sign and maps 0 to 2**-127.)
@@ -91,6 +97,7 @@ from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "Format",
@@ -292,7 +299,7 @@ def _round_grid(s: np.ndarray, mode: str, key: int | None, offset: int) -> np.nd
     return lo
 
 
-def round_array(x: np.ndarray | float, fmt: Format, mode: str = "rne", sat: bool = False,
+def round_array(x: ArrayLike, fmt: Format, mode: str = "rne", sat: bool = False,
                 key: int | None = None, offset: int = 0) -> np.ndarray:
     """Round the exact values of `x` once into `fmt`; returns a new float64 array (see module doc)."""
     if mode not in ROUNDING_MODES:
@@ -344,6 +351,9 @@ def _round_float_block(xb: np.ndarray, fmt: Format, mode: str, sat: bool, key: i
     if not fmt.has_zero:  # e8m0: no zero, so underflow clamps up and zero is invalid
         r[(r == 0) & (xb > 0)] = fmt.min_normal
         r[xb == 0] = np.nan
+        if mode == "rne":  # ml_dtypes compatibility: the lowest binade rounds up (module doc)
+            lowest = 2.0 * fmt.min_normal
+            r[(xb > fmt.min_normal) & (xb < lowest)] = lowest
     if not fmt.signed:  # e8m0: negative inputs (incl. -inf) are invalid
         r[xb < 0] = np.nan
     return r
@@ -376,7 +386,7 @@ def _specials(x: np.ndarray, fmt: Format, mode: str, sat: bool) -> np.ndarray:
 # Storage conversion
 
 
-def to_storage(x: np.ndarray | float, fmt: Format) -> np.ndarray:
+def to_storage(x: ArrayLike, fmt: Format) -> np.ndarray:
     """Cast representable float64 values to fmt.np_dtype (exact; call round_array first)."""
     with np.errstate(all="ignore"):
         return np.asarray(x, dtype=np.float64).astype(fmt.np_dtype)
@@ -386,7 +396,8 @@ def from_storage(a: object) -> np.ndarray:
     """float64 copy of an array of any supported storage dtype (also duck-typed torch tensors)."""
     if not isinstance(a, np.ndarray) and hasattr(a, "detach") and hasattr(a, "double"):
         a = a.detach().cpu().double().numpy()  # every supported format embeds in f64 exactly
-    return np.array(a, copy=True).astype(np.float64)
+    with np.errstate(all="ignore"):  # signalling-NaN payloads may raise 'invalid' flags
+        return np.array(a, copy=True).astype(np.float64)
 
 
 _DTYPE_TO_FORMAT: dict[np.dtype, str] = {np.dtype(t): n for n, t in _NP_DTYPES.items()}
@@ -421,7 +432,8 @@ _U32 = np.uint64(_MASK32)
 _SH32 = np.uint64(32)
 
 
-def philox4x32(c0, c1, c2, c3, k0, k1, rounds: int = 10):
+def philox4x32(c0: ArrayLike, c1: ArrayLike, c2: ArrayLike, c3: ArrayLike, k0: ArrayLike,
+               k1: ArrayLike, rounds: int = 10) -> tuple[np.ndarray, ...]:
     """Philox4x32-R block function, vectorised over (broadcast) counters; 4 uint32 arrays."""
     c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) & _U32 for c in (c0, c1, c2, c3))
     k0 = np.asarray(k0, dtype=np.uint64) & _U32
@@ -442,7 +454,7 @@ def philox4x32(c0, c1, c2, c3, k0, k1, rounds: int = 10):
     return tuple(np.asarray(c, dtype=np.uint32) for c in (c0, c1, c2, c3))
 
 
-def philox_uint32(key: int, index: np.ndarray | int) -> np.ndarray:
+def philox_uint32(key: int, index: ArrayLike) -> np.ndarray:
     """Word `index` (64-bit, vectorised) of the uint32 stream for 64-bit `key`."""
     key = int(key) & _MASK64
     idx = _as_index(index)
@@ -456,7 +468,7 @@ def philox_uint32(key: int, index: np.ndarray | int) -> np.ndarray:
     return out.reshape(idx.shape)
 
 
-def _as_index(index: np.ndarray | int) -> np.ndarray:
+def _as_index(index: ArrayLike) -> np.ndarray:
     """Counter indices as uint64, reduced mod 2^64 (negative ints wrap)."""
     if isinstance(index, (int, np.integer)):
         return np.asarray(int(index) & _MASK64, dtype=np.uint64)
@@ -502,7 +514,7 @@ def _philox_first_word(idx: np.ndarray, k0: int, k1: int) -> np.ndarray:
     raise AssertionError("unreachable")
 
 
-def philox_uniform(key: int, index: np.ndarray | int) -> np.ndarray:
+def philox_uniform(key: int, index: ArrayLike) -> np.ndarray:
     """Uniform float64 in [0, 1) with 24 random bits, hence exactly an f32 value."""
     u = philox_uint32(key, index)
     return (u >> np.uint32(8)).astype(np.float64) * 2.0**-24
