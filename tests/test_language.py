@@ -280,3 +280,49 @@ def test_folding_keeps_the_sign_of_transcendental_constants():
     fn = compile_fn("fn f(x: f64) -> (f64, f64) { return (x * sin(-1.0), x * log(0.5)) }")
     a, b = fn(1.0)
     assert a == np.sin(-1.0) and b == np.log(0.5)
+
+
+def test_fma_rounds_once():
+    fn = compile_fn("fn f(a: f32, b: f32, c: f32) -> (f32, f32) { return (fma(a, b, c), a * b + c) }")
+    a = np.float32(1 + 2 ** -12)
+    fused, split = fn(a, a, np.float32(-1))
+    exact = (1 + 2 ** -12) ** 2 - 1  # 2^-11 + 2^-24: exact in f32
+    assert float(fused) == exact and float(split) != exact
+
+
+def test_fma_f64_is_exact_rational_rounding():
+    from fractions import Fraction
+    fn = compile_fn("fn f(a: f64[N], b: f64[N], c: f64[N]) -> f64[N] { return fma(a, b, c) }")
+    rng = np.random.default_rng(0)
+    a, b, c = rng.standard_normal((3, 200))
+    out = fn(a, b, c)
+    for i in range(200):
+        assert out[i] == float(Fraction(a[i]) * Fraction(b[i]) + Fraction(c[i]))
+
+
+def test_f32_fma_matches_exact_rational_rounding_on_random_inputs():
+    from fractions import Fraction
+    fn = compile_fn("fn f(a: f32[N], b: f32[N], c: f32[N]) -> f32[N] { return fma(a, b, c) }")
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((2, 3000)).astype(np.float32)
+    c = (-(a.astype(np.float64) * b) * (1 + rng.standard_normal(3000) * 1e-6)).astype(np.float32)
+    out = fn(a, b, c)
+    for i in range(3000):
+        exact = Fraction(float(a[i])) * Fraction(float(b[i])) + Fraction(float(c[i]))
+        want = np.float32(float(exact)) if float(exact) == exact else None
+        if want is None:  # round the exact rational to f32 independently
+            lo = np.float32(float(exact))
+            cands = [lo, np.nextafter(lo, np.float32(np.inf)), np.nextafter(lo, np.float32(-np.inf))]
+            want = min(cands, key=lambda v: (abs(Fraction(float(v)) - exact),
+                                             int(np.float32(v).view(np.int32)) & 1))
+        assert out[i] == want, i
+
+
+def test_power_operator():
+    fn = compile_fn("fn f(x: f32) -> (f32, f32, f32) { return (x ** 3, -x ** 2, x ** 0) }")
+    c, n, o = fn(np.float32(1.1))
+    x = np.float32(1.1)
+    assert c == np.float32(np.float32(x * x) * x) and n == -np.float32(x * x) and o == 1.0
+    assert compile_fn("const K: f32 = 2.0 ** 10\nfn f(x: f32) -> f32 { return x * K }")(1.0) == 1024
+    with pytest.raises(ng.GradeError, match="exponent"):
+        ng.compile_source("fn f(x: f32) -> f32 { return x ** 0.5 }")

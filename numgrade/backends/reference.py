@@ -9,6 +9,7 @@ the value's format, and rounds each operation's result to its format with
   rounding is innocuous, since 53 >= 2p + 2; float64 results are numpy's IEEE operations).
 * ``exp log tanh sigmoid sin cos exp2 log2 rsqrt``: the float64 libm value (numpy) rounded once
   to the result format. ``rsqrt(x) = 1/sqrt(x)`` and ``sigmoid(x) = 1/(1+exp(-x))`` in float64.
+* ``fma(a, b, c)``: the exact ``a*b + c`` rounded once.
 * ``min max abs neg floor ceil where``, comparisons, and data movement: exact.
 * ``sum``/``mean`` with ``order=any`` or ``pairwise``: a pairwise tree over the reduced elements
   (flattened in row-major order): adjacent pairs ``(0,1), (2,3), ...`` are added and rounded to the
@@ -127,8 +128,47 @@ class ReferenceDomain:
     def truthy(self, c: np.ndarray) -> np.ndarray:
         return np.asarray(c) != 0
 
+    def fma(self, a, b, c, fmt: Format) -> np.ndarray:
+        """a*b + c rounded once to fmt.
+
+        When a*b is exact in float64 (operands of at most 26 significand bits) and fmt has at
+        most 51 bits, the sum is formed exactly as s + e (TwoSum), s is rounded to odd by e,
+        and one rounding to fmt follows (round-to-odd makes the double rounding innocuous).
+        Otherwise each element is computed with exact rational arithmetic.
+        """
+        a, b, c = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (a, b, c)))
+        with np.errstate(all="ignore"):
+            p = a * b
+            exact_p = np.all(_fits_26_bits(a)) and np.all(_fits_26_bits(b)) and \
+                fmt.precision <= 51 and np.all(np.isfinite(p))
+            if exact_p:
+                s = p + c
+                bb = s - p
+                e = (p - (s - bb)) + (c - bb)
+                bits = s.view(np.int64)
+                fix = (e != 0) & np.isfinite(s) & ((bits & 1) == 0)
+                s = np.where(fix, np.nextafter(s, np.where(e > 0, np.inf, -np.inf)), s)
+                return round_array(s, fmt)
+        from ..frontend.constfold import round_exact
+
+        out = np.empty(a.shape, dtype=np.float64)
+        for idx in np.ndindex(a.shape):
+            x, y, z = float(a[idx]), float(b[idx]), float(c[idx])
+            if not (np.isfinite(x) and np.isfinite(y) and np.isfinite(z)):
+                out[idx] = round_array(np.array(x * y + z), fmt)[()]
+                continue
+            out[idx] = round_exact(Fraction(x) * Fraction(y) + Fraction(z), fmt)
+        return out
+
     def to_output(self, x: np.ndarray) -> np.ndarray:
         return x
+
+
+def _fits_26_bits(x: np.ndarray) -> np.ndarray:
+    """Whether each value has at most 26 significant bits (so products are exact in f64)."""
+    m, _ = np.frexp(np.where(np.isfinite(x), x, 0.0))
+    scaled = m * 2.0 ** 26
+    return scaled == np.round(scaled)
 
 
 class IdealDomain(ReferenceDomain):
@@ -228,6 +268,9 @@ class IdealDomain(ReferenceDomain):
             return self.lift((self.truthy(a) | self.truthy(b)).astype(np.float64))
         raise NotImplementedError(op)
 
+    def fma(self, a, b, c, fmt):
+        return self.binary(Op.ADD, self.binary(Op.MUL, a, b), c)
+
     def truthy(self, c) -> np.ndarray:
         return np.asarray(np.frompyfunc(lambda v: bool(v != 0), 1, 1)(np.asarray(c, dtype=object)),
                           dtype=bool)
@@ -322,6 +365,8 @@ class Interpreter:
             return D.binary(op, xs[0], xs[1])
         if op in N.ARITH:
             return D.rnd(D.binary(op, xs[0], xs[1]), t.fmt)
+        if op == Op.FMA:
+            return D.fma(xs[0], xs[1], xs[2], t.fmt)
         if op == Op.WHERE:
             c = D.truthy(xs[0])
             return np.where(c, xs[1], xs[2])

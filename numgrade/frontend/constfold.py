@@ -110,6 +110,13 @@ def _f64_round_to_odd(x: Fraction) -> float:
     return f if bits & 1 else other
 
 
+def _f64_nearest(x: Fraction) -> float:
+    try:
+        return float(x)
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
 def _f64_directed(x: Fraction, mode: str) -> float:
     """float64 rounding of x in a directed mode (exact composition with narrower directed rounding)."""
     f = float(x) if abs(x) < Fraction(2) ** 1024 else math.copysign(math.inf, x)
@@ -131,7 +138,7 @@ def round_exact(x: Fraction, fmt: Format, mode: str = "rne", sat: bool = False) 
     if fmt.kind == "bool":
         return float(x != 0)
     if mode == "rne":
-        f = _f64_round_to_odd(x) if fmt.name != "f64" else float(x)
+        f = _f64_round_to_odd(x) if fmt.name != "f64" else _f64_nearest(x)
     elif mode in ("rz", "rd", "ru"):
         f = _f64_directed(x, mode)
     else:

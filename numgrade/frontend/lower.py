@@ -54,7 +54,7 @@ BIN_OPS = {"+": Op.ADD, "-": Op.SUB, "*": Op.MUL, "/": Op.DIV, "%": Op.MOD,
            "and": Op.AND, "or": Op.OR}
 REDUCE_FUNCS = {"sum": Op.SUM, "mean": Op.MEAN, "max": Op.RMAX, "min": Op.RMIN}
 BUILTINS = set(UNARY_FUNCS) | set(REDUCE_FUNCS) | {
-    "where", "round", "reshape", "transpose", "broadcast_to", "concat", "matmul", "topk_mask",
+    "where", "fma", "round", "reshape", "transpose", "broadcast_to", "concat", "matmul", "topk_mask",
     "rand", "arange"}
 
 
@@ -467,6 +467,8 @@ class FunctionLowering:
         if isinstance(e, A.BinOp):
             if e.op == "@":
                 return self.matmul(e.left, e.right, None, e.span, hint)
+            if e.op == "**":
+                return self.power(e, hint)
             return self.binary(BIN_OPS[e.op], e.op, self.expr(e.left), self.expr(e.right),
                                e.span, hint, (e.left.span, e.right.span))
         if isinstance(e, A.UnOp):
@@ -749,6 +751,8 @@ class FunctionLowering:
             return self.reduce(e, hint)
         if f == "where":
             return self.where(e, hint)
+        if f == "fma":
+            return self.fma(e, hint)
         if f == "round":
             self._nargs(e, 2)
             kw = self._kwargs(e, {"mode", "sat"})
@@ -897,6 +901,56 @@ class FunctionLowering:
         if hint is not None and hint != fmt and hint.kind != "bool":
             out = self.mk(Op.ROUND, (out,), ("rne", False, -1), TensorType(hint, shape), e.span)
         return out
+
+    def power(self, e: A.BinOp, hint: Format | None) -> LV:
+        """x ** n for a constant integer n >= 0: left-to-right repeated multiplication."""
+        n = self._const_int(e.right, "an exponent")
+        if n < 0 or n > 64:
+            self.err("the exponent must be an integer constant from 0 to 64 "
+                     "(use exp/log or division for others)", e.right.span)
+        x = self.value_of(self.expr(e.left), e.left.span)
+        if isinstance(x, Weak):
+            if isinstance(x.value, bool):
+                self.err("'**' is not defined on bool", e.span)
+            return Weak(x.value ** n, x.fmt)
+        self._check_float(x, "'**'", e.span)
+        if n == 0:
+            one = self.materialize(Weak(Fraction(1)), hint or x.fmt, e.span)
+            return self.mk(Op.BROADCAST, (one,), (), x.tensor_type.with_fmt(one.fmt), e.span) \
+                if x.shape else one
+        out = x
+        for i in range(1, n):
+            out = self.binary(Op.MUL, "*", out, x, e.span, hint if i == n - 1 else None)
+        return out
+
+    def fma(self, e: A.Call, hint: Format | None) -> LV:
+        """fma(a, b, c) = a * b + c with a single rounding."""
+        self._nargs(e, 3)
+        self._kwargs(e, set())
+        vals = [self.value_of(self.expr(a), a.span) for a in e.args]
+        if all(isinstance(v, Weak) for v in vals):
+            if any(isinstance(v.value, bool) for v in vals):
+                self.err("fma is not defined on bool", e.span)
+            fmts = [v.fmt for v in vals if v.fmt is not None]
+            fmt = fmts[0] if fmts else None
+            for f2 in fmts[1:]:
+                fmt = promote(fmt, f2)
+            return Weak(vals[0].value * vals[1].value + vals[2].value, fmt)
+        typed = [v for v in vals if isinstance(v, Value)]
+        fmt = typed[0].fmt
+        for v in typed[1:]:
+            fmt = promote(fmt, v.fmt)
+        vals = [self.materialize(v, v.fmt or fmt, a.span) if isinstance(v, Weak) else v
+                for v, a in zip(vals, e.args)]
+        for v, a in zip(vals, e.args):
+            self._check_float(v, "fma", a.span)
+        if fmt.kind == "int":
+            fmt = F32
+        if hint is not None and hint.kind != "bool":
+            fmt = hint
+        shape = self.broadcast_shapes(self.broadcast_shapes(vals[0].shape, vals[1].shape, e.span),
+                                      vals[2].shape, e.span)
+        return self.mk(Op.FMA, tuple(vals), (), TensorType(fmt, shape), e.span)
 
     def matmul(self, ea: A.Expr, eb: A.Expr, acc: Format | None, span: Span,
                hint: Format | None) -> Value:

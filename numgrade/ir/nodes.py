@@ -65,6 +65,7 @@ class Op:
     ADD, SUB, MUL, DIV, MOD, MIN, MAX = "add", "sub", "mul", "div", "mod", "min", "max"
     LT, LE, GT, GE, EQ, NE, AND, OR = "lt", "le", "gt", "ge", "eq", "ne", "and", "or"
     WHERE = "where"
+    FMA = "fma"              # a * b + c rounded once
     ROUND = "round"          # attrs: (mode, sat, stream) ; stream is the rand ordinal or -1
     # reductions: attrs (axes, keepdims, order); result format is the accumulation format
     SUM, RMAX, RMIN, MEAN = "reduce_sum", "reduce_max", "reduce_min", "reduce_mean"
@@ -89,7 +90,7 @@ ARITH = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MOD, Op.MIN, Op.MAX}
 COMPARE = {Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE}
 LOGIC = {Op.AND, Op.OR}
 BINARY = ARITH | COMPARE | LOGIC
-ELEMENTWISE = UNARY | BINARY | {Op.WHERE, Op.ROUND}
+ELEMENTWISE = UNARY | BINARY | {Op.WHERE, Op.ROUND, Op.FMA}
 REDUCE = {Op.SUM, Op.RMAX, Op.RMIN, Op.MEAN}
 MOVEMENT = {Op.RESHAPE, Op.TRANSPOSE, Op.BROADCAST, Op.CONCAT, Op.SLICE}
 RANDOM = {Op.RAND}

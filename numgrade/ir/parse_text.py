@@ -563,6 +563,8 @@ class IRParser:
                 st.grades[v] = g
 
     def no_attrs(self, op: str, typ, ot: Tok) -> tuple:
+        if op == Op.ROUND:
+            return ("rne", True, -1)
         needs = {Op.CONST, Op.DIM, Op.ROUND, Op.MATMUL, Op.TRANSPOSE, Op.CONCAT, Op.SLICE,
                  Op.TOPK_MASK, Op.RAND, Op.CALL, Op.PROJ} | set(REDUCE_OPS)
         if op in needs:
@@ -831,6 +833,8 @@ _ARITY.update({Op.WHERE: 3, Op.ROUND: 1, Op.MATMUL: 2, Op.RESHAPE: 1, Op.TRANSPO
                Op.CONST: 0, Op.DIM: 0, Op.PROJ: 1})
 for _op in REDUCE_OPS:
     _ARITY[_op] = 1
+if hasattr(Op, "FMA"):
+    _ARITY[Op.FMA] = 3
 
 
 def _parse_grade(text: str) -> Grade | None:
