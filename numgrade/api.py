@@ -242,7 +242,7 @@ def _from_array(x: np.ndarray, fmt: Format, family: str):
         import torch
 
         name = _TORCH_DTYPES.get(fmt.name)
-        t = torch.from_numpy(np.ascontiguousarray(x))
+        t = torch.from_numpy(np.ascontiguousarray(x).reshape(x.shape))  # keep 0-d scalars 0-d
         if name is None or not hasattr(torch, name):
             return t.to(torch.float32)  # e2m1 / e8m0: float32 holding the exact values
         return t.to(getattr(torch, name))

@@ -394,7 +394,7 @@ def test_requirement_text_is_kept():
      2, 3),
     ("func @f(%x: f32) -> f32 {\n  %c = call %x {@g} : (f32)\n  %r = proj %c {#0} : f32\n"
      "  return %r\n}", "call to unknown function @g", 2, 8),
-    ("func @f(%x: f32) -> f32 {\n  %c = call %x {@f} : (f32)\n  %r = proj %c {#1} : f32\n"
+    ("func @f(%x: f32) -> f32 {\n  %c = call %x {@g} : (f32)\n  %r = proj %c {#1} : f32\n"
      "  return %r\n}", "proj index 1 is out of range", 3, 8),
     ("func @f(%x: f32, %x: f32) -> f32 {\n  return %x\n}", "parameter %x is declared twice", 1, 18),
     ("func @f(%x: f32 in [2.0, 1.0]) -> f32 {\n  return %x\n}", "empty range", 1, 21),
@@ -412,6 +412,11 @@ def test_requirement_text_is_kept():
     ("func @f(%x: f32) -> f32 attributes {colour=1} {\n  return %x\n}",
      "unknown function attribute 'colour'", 1, 37),
     ("const @T: f32[2] = [1.0]\n", "needs 2 value(s), found 1", 1, 20),
+    ("func @f(%x: f32) -> f32 {\n  %c = call %x {@f} : (f32)\n  %r = proj %c {#0} : f32\n"
+     "  return %r\n}", "recursive call (@f -> @f)", 2, 8),
+    ("func @g(%x: f16) -> f16 {\n  return %x\n}\nfunc @f(%x: f32) -> f32 {\n"
+     "  %c = call %x {@g} : (f32)\n  %r = proj %c {#0} : f32\n  return %r\n}",
+     "argument 0 of @g is f32", 5, 8),
     ("func @f(%x: f32) -> f32 {\n  return %x\n", "expected '}' closing the function", 3, 1),
 ])
 def test_errors_point_at_the_ir_text(text, msg, line, col):
@@ -433,3 +438,41 @@ def test_parse_function_rejects_extra_text_and_needs_module_for_constants():
     with pytest.raises(SourceError, match="unknown constant @TABLE"):
         parse_function(fn_text)
     assert parse_function(fn_text, module=mod).results == mod.functions["table"].results
+
+
+def test_embedded_kernels_roundtrip():
+    @numgrade.kernel
+    def scaled(x: numgrade.f32["T", "D"].within(-10, 10), g: numgrade.bf16["D"]) \
+            -> (numgrade.e4m3["T", "D"], numgrade.f32):
+        ms = numgrade.mean(x * x, axis=-1, keepdims=True)
+        y = x * numgrade.rsqrt(ms + 1e-6) * g
+        amax = numgrade.max(numgrade.abs(y))
+        return (y * (448.0 / amax)).as_(numgrade.e4m3), amax
+
+    fn = scaled.ir
+    text = print_function(fn)
+    got = parse_function(text)
+    assert_same_function(fn, got)
+    assert print_function(got) == text
+
+
+def test_mangled_ir_gives_source_errors_only():
+    """Random damage to golden IR: every failure is a SourceError with a position."""
+    import re
+
+    texts = [p.read_text(encoding="utf-8") for p in sorted(GOLDEN.glob("*.ir"))]
+    pieces = ["%", "@", "#0", "{", "}", "(", ")", "[", "]", ",", ":", "=", "-", "1", "1.5", "N",
+              "f32", "call", "proj", "const", "func", "return", '"', "!", "requires",
+              "attributes", "None", "attrs=(", "//", "^", "/", "%0", "@f", "inf", "\n"]
+    r = random.Random(11)
+    for _ in range(600):
+        toks = re.findall(r"\s+|\S+", r.choice(texts))
+        for _ in range(r.randint(1, 3)):
+            k = r.randrange(len(toks))
+            toks[k] = r.choice(pieces + [""])
+        try:
+            parse_module("".join(toks), "m.ir")
+        except SourceError as ex:
+            assert ex.span is not None and ex.span.file == "m.ir"
+    with pytest.raises(SourceError, match="nested too deeply"):
+        parse_dim("(" * 3000 + "N" + ")" * 3000)

@@ -821,6 +821,39 @@ class IRParser:
             if len(v.type.items) != len(callee.results):
                 self.error(f"@{name} returns {len(callee.results)} result(s), the call's type "
                            f"has {len(v.type.items)}", t)
+            for i, (a, p) in enumerate(zip(v.srcs, callee.params)):
+                pt = p.value.tensor_type
+                if a.fmt != pt.fmt or a.tensor_type.rank != pt.rank:
+                    self.error(f"argument {i} of @{name} is {a.type}, which does not fit "
+                               f"parameter %{p.name}: {pt}", t)
+        self.check_recursion()
+
+    def check_recursion(self) -> None:
+        edges: dict[str, list[tuple[str, Tok]]] = {}
+        for v, t, caller in self.pending_calls:
+            edges.setdefault(caller, []).append((v.attrs[0], t))
+        state: dict[str, int] = {}  # 1: on the stack, 2: done
+
+        for root in list(edges):
+            if state.get(root):
+                continue
+            stack = [(root, iter(edges.get(root, ())))]
+            state[root] = 1
+            while stack:
+                fn, it = stack[-1]
+                nxt = next(it, None)
+                if nxt is None:
+                    state[fn] = 2
+                    stack.pop()
+                    continue
+                callee, t = nxt
+                if state.get(callee) == 1:
+                    path = [f for f, _ in stack] + [callee]
+                    self.error(f"recursive call ({' -> '.join('@' + f for f in path)}); "
+                               "recursion is not supported", t)
+                if not state.get(callee):
+                    state[callee] = 1
+                    stack.append((callee, iter(edges.get(callee, ()))))
 
 
 _ARITY: dict[str, int] = {}
@@ -852,9 +885,17 @@ def _parse_grade(text: str) -> Grade | None:
 
 # ---------------------------------------------------------------------------------------------
 # entry points
+def _guarded(parse: Callable[[IRParser], Any], text: str, name: str, module=None) -> Any:
+    p = IRParser(text, name, module)
+    try:
+        return parse(p)
+    except RecursionError:
+        raise SourceError("IR text nested too deeply", p.span(p.peek())) from None
+
+
 def parse_module(text: str, name: str = "<ir>") -> N.Module:
     """A module from its printed form (``print_module``)."""
-    return IRParser(text, name).parse_module(name)
+    return _guarded(lambda p: p.parse_module(name), text, name)
 
 
 def parse_function(text: str, name: str = "<ir>", module: N.Module | None = None) -> N.Function:
@@ -863,24 +904,28 @@ def parse_function(text: str, name: str = "<ir>", module: N.Module | None = None
     Calls and ``const {@NAME}`` references resolve against ``module`` when it is given (calls
     are not checked without one).
     """
-    p = IRParser(text, name, module)
-    if not p.at_word("func"):
-        p.error(f"expected 'func', found {p.peek()}")
-    fn = p.function()
-    if not p.at("eof"):
-        p.error(f"expected the end of the text after one function, found {p.peek()}")
-    if module is not None:
-        p.check_calls()
-    return fn
+    def one(p: IRParser) -> N.Function:
+        if not p.at_word("func"):
+            p.error(f"expected 'func', found {p.peek()}")
+        fn = p.function()
+        if not p.at("eof"):
+            p.error(f"expected the end of the text after one function, found {p.peek()}")
+        if module is not None:
+            p.check_calls()
+        return fn
+
+    return _guarded(one, text, name, module)
 
 
 def parse_dim(text: str, name: str = "<dim>") -> Dim:
     """A dimension expression such as ``N/16`` or ``2*K + 1``."""
-    p = IRParser(text, name)
-    d = p.dim()
-    if not p.at("eof"):
-        p.error(f"unexpected {p.peek()} after the dimension expression")
-    return d
+    def one(p: IRParser) -> Dim:
+        d = p.dim()
+        if not p.at("eof"):
+            p.error(f"unexpected {p.peek()} after the dimension expression")
+        return d
+
+    return _guarded(one, text, name)
 
 
 def read_ir(path: str | Path) -> N.Module:
