@@ -841,6 +841,7 @@ class _TV:
 class _Ctx:
     fmt: Format
     saturate: bool = False
+    mode: str = "rne"
 
 
 def _frac_expr(v: Fraction, span: Span) -> A.Expr:
@@ -915,12 +916,20 @@ class _Translator:
             tv = self.bind("t", tv, span)
         return tv
 
+    def _rne(self, ctx: _Ctx) -> None:
+        if ctx.mode != "rne":
+            inv = {v: k for k, v in ROUND_MODES.items()}
+            raise Unsupported(f"operations under :round {inv[ctx.mode]} are not supported "
+                              "(Grade's implicit rounding is to nearest even; only cast may "
+                              "round in another mode)")
+
     def typed(self, tv: _TV, ctx: _Ctx, span: Span) -> _TV:
         """A weak numeric constant rounded once to the context format: (c as fmt)."""
         if not tv.weak:
             return tv
         if tv.kind == "bool":
             return tv
+        self._rne(ctx)
         self._check_literal(tv.value, ctx.fmt, span)
         return _TV(A.Cast(span, tv.expr, ctx.fmt.name, span), ctx.fmt, "num", None, tv.depth + 1)
 
@@ -978,15 +987,20 @@ class _Translator:
             res = self.expr(b.body, scope, _Ctx(top), 0)
         except RecursionError:
             raise Unsupported("expression nested too deeply") from None
-        missing = []
+        missing: dict[str, list[str]] = {}
         for a in b.args:
             bnd = b.ranges.get(a.name)
             if bnd is None or not bnd.complete:
                 what = ("no bounds" if bnd is None or (bnd.lo is None and bnd.hi is None) else
                         "only an upper bound" if bnd.lo is None else "only a lower bound")
-                missing.append(f"no range for variable '{a.name}' in :pre ({what})")
+                missing.setdefault(what, []).append(a.name)
         if missing:
-            raise Unsupported("; ".join(missing))
+            parts = []
+            for what, names in missing.items():
+                vs = ", ".join(f"'{n}'" for n in names)
+                parts.append(f"no range for variable{'s' if len(names) > 1 else ''} {vs} in "
+                             f":pre ({what})")
+            raise Unsupported("; ".join(parts))
         if res.weak:
             ret_fmt = BOOL if res.kind == "bool" else top
         else:
@@ -1119,6 +1133,7 @@ class _Translator:
     def _finish(self, expr: A.Expr, natural: Format, kids: list[_TV], ctx: _Ctx,
                 span: Span) -> _TV:
         """An operation computing in `natural`; rebind with `let t: ctx = ...` if it differs."""
+        self._rne(ctx)
         if natural == ctx.fmt:
             return self.mk(expr, ctx.fmt, "num", kids, span)
         if not represents(ctx.fmt, natural):
@@ -1140,6 +1155,7 @@ class _Translator:
             return [self.typed(x, ctx, span) if x.weak else x for x in xs]
         for x in xs:
             if x.weak:
+                self._rne(ctx)
                 self._check_literal(x.value, ctx.fmt, span)
         return xs
 
@@ -1195,6 +1211,17 @@ class _Translator:
     def compare(self, h: str, xs: list[_TV], ctx: _Ctx, span: Span) -> _TV:
         if len(xs) < 2:
             raise Unsupported(f"'{h}' needs at least two operands")
+        if all(x.weak and x.value is not None for x in xs):
+            # comparisons are exact: compare the constants rounded to the context, now
+            self._rne(ctx)
+            for x in xs:
+                self._check_literal(x.value, ctx.fmt, span)
+            vs = [Fraction(round_exact(x.value, ctx.fmt, "rne", False)) for x in xs]
+            if h == "!=":
+                r = len(set(vs)) == len(vs)
+            else:
+                r = all(_CMP[h](a, b) for a, b in zip(vs, vs[1:]))
+            return _TV(A.Bool(span, r), None, "bool", r)
         xs = self._align(xs, ctx, span)
         if len(xs) > 2:  # operands used in several comparisons are bound once
             xs = [x if x.depth <= 1 else self.bind("c", x, span) for x in xs]
@@ -1255,11 +1282,14 @@ class _Translator:
             j += 2
         if j != len(items) - 1:
             raise Unsupported(f"malformed (! ...) annotation at line {e.span.line}")
-        new = _Ctx(ctx.fmt, ctx.saturate)
+        new = _Ctx(ctx.fmt, ctx.saturate, ctx.mode)
         if "precision" in props:
             new.fmt = precision_format(props["precision"])
-        if "round" in props and sexp_text(props["round"]) != "nearestEven":
-            raise Unsupported(f"unsupported rounding mode :round {sexp_text(props['round'])}")
+        if "round" in props:
+            m = sexp_text(props["round"])
+            if m not in ROUND_MODES:
+                raise Unsupported(f"unsupported rounding mode :round {m}")
+            new.mode = ROUND_MODES[m]
         if "numgrade-saturate" in props:
             new.saturate = sexp_text(props["numgrade-saturate"]) == "TRUE"
         return self.expr(items[-1], scope, new, depth)
@@ -1267,12 +1297,18 @@ class _Translator:
     def cast(self, x: _TV, ctx: _Ctx, span: Span) -> _TV:
         if x.kind != "num":
             raise Unsupported("cast of a boolean")
-        if x.weak:
+        if x.weak and ctx.mode == "rne":
             return self.typed(x, ctx, span)
         if x.fmt == ctx.fmt:
             return x
-        kw = () if ctx.saturate else (A.KwArg(span, "sat", A.Bool(span, False)),)
-        expr = A.Call(span, "round", (x.expr, A.Name(span, ctx.fmt.name)), kw)
+        if x.weak:
+            self._check_literal(x.value, ctx.fmt, span)
+        kw = []
+        if ctx.mode != "rne":
+            kw.append(A.KwArg(span, "mode", A.Name(span, ctx.mode)))
+        if not ctx.saturate:
+            kw.append(A.KwArg(span, "sat", A.Bool(span, False)))
+        expr = A.Call(span, "round", (x.expr, A.Name(span, ctx.fmt.name)), tuple(kw))
         return self.mk(expr, ctx.fmt, "num", [x], span)
 
 

@@ -339,8 +339,6 @@ class IRParser:
             n *= k
         if len(vals) != n:
             self.error(f"constant of type {typ} needs {n} value(s), found {len(vals)}", start)
-        if typ.shape == () and start.text == "[":
-            pass  # a bracketed single value for a scalar is accepted
         return Value(Op.CONST, (), (vals,), typ)
 
     # functions -----------------------------------------------------------------------------
@@ -546,7 +544,7 @@ class IRParser:
             self.expect("}", "'}' closing the attributes")
             self.pos = end
         else:
-            attrs = self.no_attrs(op, typ, ot)
+            attrs = self.no_attrs(op, ot)
         self.check(op, srcs, attrs, typ, ot, tt)
         v = Value(op, tuple(srcs), attrs, typ)
         st.values[name] = v
@@ -562,10 +560,10 @@ class IRParser:
             if g is not None:
                 st.grades[v] = g
 
-    def no_attrs(self, op: str, typ, ot: Tok) -> tuple:
+    def no_attrs(self, op: str, ot: Tok) -> tuple:
         if op == Op.ROUND:
             return ("rne", True, -1)
-        needs = {Op.CONST, Op.DIM, Op.ROUND, Op.MATMUL, Op.TRANSPOSE, Op.CONCAT, Op.SLICE,
+        needs = {Op.CONST, Op.DIM, Op.MATMUL, Op.TRANSPOSE, Op.CONCAT, Op.SLICE,
                  Op.TOPK_MASK, Op.RAND, Op.CALL, Op.PROJ} | set(REDUCE_OPS)
         if op in needs:
             self.error(f"'{op}' needs attributes in braces", ot)

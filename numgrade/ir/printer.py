@@ -63,14 +63,6 @@ def const_data(vals: tuple, shape: tuple[Dim, ...], indent: str = "  ") -> str:
     return "[\n" + ",\n".join(inner + r for r in rows) + "\n" + indent + "]"
 
 
-def dim_str(d: Dim) -> str:
-    return str(d)
-
-
-def type_str(t) -> str:
-    return str(t)
-
-
 def constraint_canonical(c: Constraint) -> str:
     """The canonical text of a requirement (what the parser rebuilds it from)."""
     if c.kind == "feature":
