@@ -44,6 +44,14 @@ def load(path: str | Path) -> "Module":
     p = str(path)
     if p.startswith("stdlib:"):
         return load_stdlib(p[len("stdlib:"):])
+    if p.endswith(".ir"):  # the textual IR that `numgrade ir` prints reads back
+        from .ir.parse_text import read_ir
+
+        ir = read_ir(p)
+        sink = DiagnosticSink()
+        check_effects(ir, sink)
+        sink.raise_if_errors()
+        return Module(ir)
     try:
         text = Path(p).read_text(encoding="utf-8")
     except FileNotFoundError:

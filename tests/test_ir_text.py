@@ -274,9 +274,9 @@ def test_const_values_are_exact():
     vals = (0.1, -0.0, 1e-310, 5e-324, float("inf"), -float("inf"), 1.7976931348623157e308,
             1 / 3, 2.0 ** 70, -123456789.125)
     fmt = FORMATS["f64"]
-    c = Value(Op.CONST, (), (vals,), TensorType(fmt, (Dim.const(len(vals)),)))
+    c = Value(Op.CONST, (), (vals, None), TensorType(fmt, (Dim.const(len(vals)),)))
     x = Value(Op.PARAM, (), ("x", 0), TensorType(fmt, (Dim.const(len(vals)),)))
-    s = Value(Op.CONST, (), ((-0.0,),), TensorType(FORMATS["f16"], ()))
+    s = Value(Op.CONST, (), ((-0.0,), None), TensorType(FORMATS["f16"], ()))
     add = Value(Op.ADD, (x, c), (), x.type)
     fn = N.Function("f", [N.Parameter("x", x, None)], (add, s), True, frozenset(), [], [])
     text = print_function(fn)
@@ -289,7 +289,7 @@ def test_const_values_are_exact():
 
 def test_long_constant_prints_in_full():
     vals = tuple(float(i) / 7 for i in range(1000))
-    c = Value(Op.CONST, (), (vals,), TensorType(F32, (Dim.const(10), Dim.const(100))))
+    c = Value(Op.CONST, (), (vals, None), TensorType(F32, (Dim.const(10), Dim.const(100))))
     fn = N.Function("f", [], (c,), False, frozenset(), [], [])
     text = print_function(fn)
     assert "..." not in text and text.count("\n") > 100

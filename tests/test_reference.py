@@ -181,3 +181,11 @@ def test_rand_values_are_exact_f32_in_unit_interval_and_reproducible():
 def test_inputs_are_rounded_to_the_parameter_format():
     fn = ng.compile_source("fn f(x: bf16) -> bf16 { return x }").f
     assert float(fn(1.0 + 2 ** -9)) == 1.0  # f64 input rounded (RNE) to bf16 on entry
+
+
+def test_ideal_mode_uses_exact_constants():
+    fn = ng.compile_source("const C: f32 = 0.1\nfn f(x: f32) -> f32 { return x * C + x * 0.3 }").f
+    ideal = fn.ideal(np.float32(1.0), as_float=False)
+    assert abs(Fraction(float(mpmath.mpf(ideal))) - Fraction(4, 10)) < Fraction(1, 10 ** 15)
+    c = fn.ir.results[0].srcs[0].srcs[1]
+    assert c.attrs[1] == (Fraction(1, 10),)  # the rounded value and the exact one are both kept

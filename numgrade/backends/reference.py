@@ -65,6 +65,9 @@ class ReferenceDomain:
     def zeros_like_neg(self, shape) -> np.ndarray:
         return np.full(shape, -0.0)
 
+    def const(self, attrs: tuple, shape: tuple[int, ...]) -> np.ndarray:
+        return np.array(attrs[0], dtype=np.float64).reshape(shape)
+
     def unary(self, op: str, x: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
             if op == Op.NEG:
@@ -244,6 +247,16 @@ class IdealDomain(ReferenceDomain):
     def explicit_round(self, x, fmt, mode, sat, key):
         return np.asarray(x, dtype=object)
 
+    def const(self, attrs: tuple, shape: tuple[int, ...]) -> np.ndarray:
+        values, exact = attrs[0], attrs[1] if len(attrs) > 1 else None
+        if exact is None:
+            return self.lift(np.array(values, dtype=np.float64).reshape(shape))
+        ctx = self.ctx
+        vals = [ctx.mpf(x.numerator) / x.denominator for x in exact]
+        out = np.empty(len(vals), dtype=object)
+        out[:] = vals
+        return out.reshape(shape)
+
     def zeros_like_neg(self, shape):
         return self.lift(np.zeros(shape))
 
@@ -355,8 +368,7 @@ class Interpreter:
         op = v.op
         t = v.type
         if op == Op.CONST:
-            shape = self._shape(t.shape, env)
-            return D.lift(np.array(v.attrs[0], dtype=np.float64).reshape(shape))
+            return D.const(v.attrs, self._shape(t.shape, env))
         if op == Op.DIM:
             return D.lift(np.array(float(v.attrs[0].evaluate(env))))
         if op in N.UNARY:

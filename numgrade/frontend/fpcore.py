@@ -30,16 +30,19 @@ Translation (FPCore semantics -> Grade semantics)
   with an annotated ``let t: fmt = ...`` so that it rounds once to the context's format.
 * Numeric literals keep their exact text (decimal) or become exact divisions ``p / q``
   (rationals, hex and ``digits`` literals); Grade folds them exactly and rounds them once to the
-  format they meet, which is the context precision, as in FPCore. An FPCore operation whose
-  operands are all constants still rounds in FPCore, so its literal operands are written
-  ``(lit as fmt)``: Grade then computes it like any other operation instead of folding it exactly.
+  format they meet, which is the context precision, as in FPCore (the computed program uses the
+  rounded value; numgrade's ideal program, like FPCore's real semantics, the exact one). An FPCore
+  operation whose operands are all constants still rounds in FPCore, so its literal operands are
+  written ``(lit as fmt)``: Grade then computes it like any other operation instead of folding it
+  exactly. Comparisons of constants are decided at translation time (they are exact).
 * The constants ``PI E LN2 ...`` are written with 60 significant digits and so are rounded once,
-  correctly, to the context format. ``INFINITY`` and ``NAN`` have no Grade literal (unsupported).
+  correctly, to the context format (the ideal program sees the 60-digit value, within 1e-60 of
+  the real constant). ``INFINITY`` and ``NAN`` have no Grade literal (unsupported).
 * ``(- x)`` is unary minus; ``fabs`` is ``abs``; ``fmin``/``fmax`` are ``min``/``max`` (which
-  propagate NaN where FPCore's return the other operand: noted); ``pow`` with a constant integer
-  exponent 0..16 is expanded into left-to-right multiplications (n-1 roundings where a
-  correctly rounded ``pow`` rounds once for n >= 3: noted); ``sqrt exp log sin cos tanh exp2 log2
-  floor ceil`` map to the Grade functions of the same name.
+  propagate NaN where FPCore's return the other operand: noted); ``fma`` is Grade's ``fma`` (one
+  rounding); ``pow`` with a constant integer exponent 0..16 is Grade's ``x ** n``, a left-to-right
+  product (n-1 roundings where a correctly rounded ``pow`` rounds once for n >= 3: noted);
+  ``sqrt exp log sin cos tanh exp2 log2 floor ceil`` map to the Grade functions of that name.
 * ``if`` becomes ``where(c, a, b)``: both branches are evaluated (noted; a branch that is not taken
   may be NaN there, which the selection discards, but an analysis sees both).
 * ``let`` (parallel) and ``let*`` (sequential) become Grade ``let`` statements with fresh names, so
@@ -48,7 +51,7 @@ Translation (FPCore semantics -> Grade semantics)
   (``round(e, fmt, sat=false)``; ``:numgrade-saturate TRUE`` in the context -- written by the
   exporter for Grade's saturating ``as`` -- keeps saturation).
 * Unsupported: loops (``while``, ``while*``, ``for``, ``for*``), tensors and arrays, functions that
-  Grade lacks (``tan atan atan2 fma hypot cbrt expm1 log1p ...``), array arguments, and a variable
+  Grade lacks (``tan atan atan2 acos hypot cbrt expm1 log1p ...``), array arguments, and a variable
   without both a lower and an upper bound in ``:pre``.
 """
 
@@ -402,8 +405,8 @@ class Benchmark:
 
 _GRADE_KEYWORDS = {"const", "fn", "in", "requires", "let", "return", "as", "and", "or", "not",
                    "true", "false", "None"}
-_GRADE_BUILTINS = {"abs", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "floor", "ceil", "sin",
-                   "cos", "exp2", "log2", "sum", "mean", "max", "min", "where", "round", "reshape",
+_GRADE_BUILTINS = {"fma", "abs", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "floor",
+                   "ceil", "sin", "cos", "exp2", "log2", "sum", "mean", "max", "min", "where", "round", "reshape",
                    "transpose", "broadcast_to", "concat", "matmul", "topk_mask", "rand", "arange",
                    "feature"}
 RESERVED = _GRADE_KEYWORDS | _GRADE_BUILTINS | set(FORMATS)
@@ -575,7 +578,7 @@ _FOLD_UNARY = {"sqrt": "sqrt", "exp": "exp", "log": "log", "sin": "sin", "cos": 
 def const_value(e: SExp, env: dict[str, Fraction | bool] | None = None, depth: int = 0):
     """Exact value (Fraction, or bool) of a variable-free FPCore expression; raises _NotConst."""
     env = env or {}
-    if depth > 200:
+    if depth > 150:
         raise _NotConst()
     if isinstance(e, Atom):
         if e.kind == "number":
@@ -786,7 +789,6 @@ _BINARY_ARITH = {"+", "-", "*", "/"}
 _LOOPS = {"while", "while*", "for", "for*"}
 _TENSORS = {"tensor", "tensor*", "array", "ref", "dim", "size"}
 _KNOWN_UNSUPPORTED_HINT = {
-    "fma": "Grade has no fused multiply-add",
     "tan": "Grade has no tan", "atan": "Grade has no atan", "atan2": "Grade has no atan2",
     "hypot": "Grade has no hypot", "cbrt": "Grade has no cbrt",
 }
@@ -1077,6 +1079,15 @@ class _Translator:
             return self.op_unary(h, self.num(args[0], scope, ctx, d), ctx, e.span)
         if h == "pow":
             return self.pow(e, scope, ctx, d)
+        if h == "fma":
+            if len(args) != 3:
+                raise Unsupported("'fma' takes three operands")
+            xs = self._align([self.num(a, scope, ctx, d) for a in args], ctx, e.span)
+            natural = xs[0].fmt or xs[1].fmt or xs[2].fmt
+            for x in xs:
+                natural = promote(natural, x.fmt or natural)
+            expr = A.Call(e.span, "fma", tuple(x.expr for x in xs), ())
+            return self._finish(expr, natural, xs, ctx, e.span)
         if h in ("<", "<=", ">", ">=", "==", "!="):
             return self.compare(h, [self.num(a, scope, ctx, d) for a in args], ctx, e.span)
         if h in ("and", "or"):
@@ -1203,6 +1214,10 @@ class _Translator:
                       "a correctly rounded pow rounds once)")
         if x.weak or x.depth > 1:
             x = self.bind("p", self.typed(x, ctx, e.span) if x.weak else x, e.span)
+        if x.fmt == ctx.fmt:  # Grade's ** is the same left-to-right product
+            self._rne(ctx)
+            return self.mk(A.BinOp(e.span, "**", x.expr, A.Number(e.span, str(n))), ctx.fmt,
+                           "num", [x], e.span)
         acc = x
         for _ in range(n - 1):
             acc = self.op_binary("*", acc, x, ctx, e.span)

@@ -9,15 +9,17 @@ Gappa via FPBench's exporters, ...) can read, so bounds can be cross-checked:
   in ``(! :precision P ...)`` so that it rounds to its own format, as in Grade;
 * values used more than once (and ``let`` names) are bound by one ``let*``, so sharing is kept;
 * ``+ - * /``, unary minus, ``abs`` (``fabs``), ``sqrt exp log sin cos tanh exp2 log2 floor ceil``,
-  ``min``/``max`` (``fmin``/``fmax``), comparisons, ``and or not``, ``where`` (``if``);
+  ``min``/``max`` (``fmin``/``fmax``), ``fma``, comparisons, ``and or not``, ``where`` (``if``);
   ``rsqrt`` and ``sigmoid`` become ``1/sqrt(x)`` and ``1/(1+exp(-x))`` evaluated in binary64 and
   then cast to the result format, which is exactly how the reference interpreter defines them;
 * an explicit rounding ``round(x, fmt, mode=m)`` / ``x as fmt`` is
   ``(! :precision P [:round M] (cast x))``. Grade's ``as`` saturates on overflow where FPCore's
   cast gives infinity; the context then carries ``:numgrade-saturate TRUE`` (ignored by other
   tools, honoured by numgrade's FPCore reader), so results differ only on overflow elsewhere;
-* constants are printed with Python's shortest round-trip decimal of the exact value, which
-  rounds back to the same value in every format.
+* a constant is printed as the exact literal Grade kept for it (``0.1``, ``1/3``: the ideal
+  program of both uses that value) when it rounds to the constant's value in its context, else as
+  Python's shortest round-trip decimal of the rounded value (wrapped in its own precision where
+  the context would round it differently).
 
 Formats: binary64, binary32, binary16, and ``(float 8 16)`` for bf16 and ``(float 5 8)`` for e5m2
 (both IEEE-style, with infinities). e4m3 (no infinity), e2m1, e8m0, i32, bool parameters,
@@ -176,7 +178,7 @@ class _Exporter:
                 raise _err("stochastic rounding cannot be exported to FPCore", fn, v)
             _prec(v.fmt, fn, v)
             return
-        if v.op in _BIN or v.op in _UNARY or v.op in (Op.RSQRT, Op.SIGMOID):
+        if v.op in _BIN or v.op in _UNARY or v.op in (Op.RSQRT, Op.SIGMOID, Op.FMA):
             _prec(v.fmt, fn, v)
             return
         if v.op in _CMP or v.op in _LOGIC or v.op in (Op.NOT, Op.WHERE):
@@ -193,14 +195,27 @@ class _Exporter:
         if v in self.names:
             return self.names[v]
         if v.op == Op.CONST:
-            x = v.attrs[0][0]
-            if v.fmt.kind == "bool":
-                return "TRUE" if x else "FALSE"
-            lit = _literal(x)
-            if math.isfinite(x) and round_exact(Fraction(x), ctx, "rne", False) != x:
-                return f"(! :precision {_prec(v.fmt, self.fn, v)} {lit})"
-            return lit
+            return self.constant(v, ctx)
         return self.define(v, ctx)
+
+    def constant(self, v: Value, ctx: Format) -> str:
+        """A literal that rounds to the constant's value in ctx, exact where Grade kept it."""
+        x = v.attrs[0][0]
+        if v.fmt.kind == "bool":
+            return "TRUE" if x else "FALSE"
+        if not math.isfinite(x):
+            return _literal(x)
+        exact = v.attrs[1] if len(v.attrs) > 1 and v.attrs[1] is not None else None
+        want = Fraction(x)
+        if exact is not None:  # the literal as written (the ideal program uses it)
+            ex = exact[0]
+            if _rounds_to(ex, ctx, x):
+                return _exact_literal(ex)
+            if _rounds_to(ex, v.fmt, x):
+                return f"(! :precision {_prec(v.fmt, self.fn, v)} {_exact_literal(ex)})"
+        if _rounds_to(want, ctx, x):
+            return _literal(x)
+        return f"(! :precision {_prec(v.fmt, self.fn, v)} {_literal(x)})"
 
     def define(self, v: Value, ctx: Format) -> str:
         """The defining expression of v in a context of format ctx."""
@@ -237,12 +252,40 @@ class _Exporter:
             return f"(! {props} (cast {x}))"
         if op in _UNARY:
             core = f"({_UNARY[op]} {self.ref(v.srcs[0], fmt)})"
+        elif op == Op.FMA:
+            core = "(fma " + " ".join(self.ref(s, fmt) for s in v.srcs) + ")"
         else:
             a, b = (self.ref(s, fmt) for s in v.srcs)
             core = f"({_BIN[op]} {a} {b})"
         if fmt != ctx:
             return f"(! :precision {_prec(fmt, self.fn, v)} {core})"
         return core
+
+
+def _rounds_to(ex: Fraction, fmt: Format, x: float) -> bool:
+    try:
+        return round_exact(ex, fmt, "rne", False) == x
+    except (OverflowError, ValueError):
+        return False
+
+
+def _exact_literal(v: Fraction) -> str:
+    """An FPCore literal denoting exactly v: a decimal when it terminates briefly, else p/q."""
+    if v.denominator == 1:
+        return str(v.numerator)
+    d, k2, k5 = v.denominator, 0, 0
+    while d % 2 == 0:
+        d //= 2
+        k2 += 1
+    while d % 5 == 0:
+        d //= 5
+        k5 += 1
+    k = max(k2, k5)
+    if d == 1 and k <= 30:
+        a = abs(v)
+        digits = str(a.numerator * 10 ** k // a.denominator).rjust(k + 1, "0")
+        return ("-" if v < 0 else "") + f"{digits[:-k]}.{digits[-k:]}"
+    return f"{v.numerator}/{v.denominator}"
 
 
 def _string(s: str) -> str:

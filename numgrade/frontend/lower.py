@@ -63,10 +63,17 @@ def _suggest(name: str, options) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _const_value(values: np.ndarray, fmt: Format) -> Value:
+def _const_value(values: np.ndarray, fmt: Format, exact: list | None = None) -> Value:
+    """A CONST value: its rounded values, and the exact values where any rounding happened
+    (the ideal program uses those: it removes the rounding of constants too)."""
     shape = tuple(Dim.const(int(s)) for s in values.shape)
-    flat = tuple(float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1))
-    return Value(Op.CONST, (), (flat,), TensorType(fmt, shape))
+    flat = N.canonical_floats(float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1))
+    ex = None
+    if exact is not None:
+        ex_t = tuple(Fraction(x) for x in exact)
+        if any(not np.isfinite(r) or Fraction(r) != x for r, x in zip(flat, ex_t)):
+            ex = ex_t
+    return Value(Op.CONST, (), (flat, ex), TensorType(fmt, shape))
 
 
 class ModuleLowering:
@@ -135,8 +142,8 @@ class ModuleLowering:
                 if isinstance(v.value, bool):
                     self.consts[d.name] = Weak(v.value, BOOL)
                 else:
-                    self.consts[d.name] = Weak(Fraction(round_exact(v.value, fmt, "rne", False)),
-                                               fmt)
+                    fl.materialize(v, fmt, d.value.span)  # warns when it overflows
+                    self.consts[d.name] = Weak(v.value, fmt)
             else:
                 shape = []
                 for de in d.type.dims:
@@ -146,8 +153,8 @@ class ModuleLowering:
                                         de.span)
                         return
                     shape.append(dd.int_value())
-                arr = fl.fold_array(d.value, tuple(shape), fmt)
-                self.consts[d.name] = _const_value(arr, fmt)
+                arr, exact = fl.fold_array(d.value, tuple(shape), fmt)
+                self.consts[d.name] = _const_value(arr, fmt, exact)
             self.const_spans[d.name] = d.span
         except _Poison:
             pass
@@ -419,11 +426,13 @@ class FunctionLowering:
             self.err("expected a constant expression", e.span)
         return v
 
-    def fold_array(self, e: A.Expr, shape: tuple[int, ...], fmt: Format) -> np.ndarray:
+    def fold_array(self, e: A.Expr, shape: tuple[int, ...],
+                   fmt: Format) -> tuple[np.ndarray, list[Fraction]]:
         total = int(np.prod(shape)) if shape else 1
         if total > MAX_ELEMENTS_CONST:
             self.err(f"constant array too large ({total} elements)", e.span)
         out = np.zeros(shape, dtype=np.float64)
+        exact = np.zeros(shape, dtype=object)
 
         def fill(node: A.Expr, idx: tuple[int, ...]) -> None:
             depth = len(idx)
@@ -431,8 +440,10 @@ class FunctionLowering:
                 w = self.fold_const(node)
                 if isinstance(w.value, bool):
                     out[idx] = float(w.value)
+                    exact[idx] = Fraction(int(w.value))
                 else:
                     out[idx] = round_exact(w.value, fmt, "rne", False)
+                    exact[idx] = w.value
                 return
             if not isinstance(node, A.ListLit):
                 self.err(f"expected a list of {shape[depth]} items", node.span)
@@ -442,7 +453,7 @@ class FunctionLowering:
                 fill(item, idx + (i,))
 
         fill(e, ())
-        return out
+        return out, list(exact.reshape(-1))
 
     def materialize(self, w: Weak, fmt: Format, span: Span) -> Value:
         """A constant as a typed scalar value of fmt (one exact rounding)."""
@@ -452,7 +463,7 @@ class FunctionLowering:
         if not np.isfinite(r) or (fmt.kind == "float" and abs(Fraction(r)) < abs(w.value)
                                   and abs(r) == fmt.max_finite and abs(w.value) > fmt.max_finite):
             self.sink.warn(f"constant {float(w.value):g} overflows {fmt.name}", span)
-        v = _const_value(np.array(r), fmt)
+        v = _const_value(np.array(r), fmt, [w.value])
         self.spans.setdefault(v, span)
         return v
 
@@ -656,7 +667,7 @@ class FunctionLowering:
                 return self.materialize(x, fmt, span)
             if mode != "sr":
                 r = round_exact(x.value, fmt, mode, sat)
-                v = _const_value(np.array(r), fmt)
+                v = _const_value(np.array(r), fmt, [x.value])
                 self.spans.setdefault(v, span)
                 return v
             x = self.materialize(x, F64, span)
@@ -1166,6 +1177,21 @@ def _product(shape: tuple[Dim, ...]) -> Dim:
     return p
 
 
+_BIN_PREC = {"or": 1, "and": 2, "==": 4, "!=": 4, "<": 4, "<=": 4, ">": 4, ">=": 4, "+": 5,
+             "-": 5, "*": 6, "/": 6, "%": 6, "@": 6, "**": 9}
+
+
+def _prec(e: A.Expr) -> int:
+    """Binding strength of an expression's outermost form (higher binds tighter)."""
+    if isinstance(e, A.BinOp):
+        return _BIN_PREC.get(e.op, 10)
+    if isinstance(e, A.UnOp):
+        return 3 if e.op == "not" else 8
+    if isinstance(e, A.Cast):
+        return 7
+    return 10
+
+
 def _unparse(e: A.Expr) -> str:
     """Compact source-like text of an expression (for messages and requirement text)."""
     if isinstance(e, A.Number):
@@ -1175,9 +1201,18 @@ def _unparse(e: A.Expr) -> str:
     if isinstance(e, A.Bool):
         return "true" if e.value else "false"
     if isinstance(e, A.BinOp):
-        return f"{_unparse(e.left)} {e.op} {_unparse(e.right)}"
+        p = _prec(e)
+        left, right = _unparse(e.left), _unparse(e.right)
+        if _prec(e.left) < p or (e.op == "**" and _prec(e.left) == p):
+            left = f"({left})"
+        if _prec(e.right) < p or (e.op != "**" and _prec(e.right) == p):
+            right = f"({right})"
+        return f"{left} {e.op} {right}"
     if isinstance(e, A.UnOp):
-        return f"{e.op}{_unparse(e.operand)}" if e.op != "not" else f"not {_unparse(e.operand)}"
+        inner = _unparse(e.operand)
+        if _prec(e.operand) < _prec(e):
+            inner = f"({inner})"
+        return f"{e.op}{inner}" if e.op != "not" else f"not {inner}"
     if isinstance(e, A.Call):
         args = [_unparse(a) for a in e.args] + [f"{k.name}={_unparse(k.value)}" for k in e.kwargs]
         return f"{e.func}({', '.join(args)})"

@@ -57,7 +57,8 @@ class Op:
     """Operation names (strings keep the printer and pattern rules readable)."""
 
     PARAM = "param"          # attrs: (name, index)
-    CONST = "const"          # attrs: (values,) flat tuple of floats exactly representable in fmt
+    CONST = "const"          # attrs: (values, exact) rounded floats in fmt (flat, row-major), and
+                             # the exact Fractions when rounding changed any of them, else None
     DIM = "dim"              # attrs: (Dim,) the runtime value of a size expression, i32 scalar
     # elementwise, result rounded to the result format
     NEG, ABS, EXP, LOG, SQRT, RSQRT, TANH, SIGMOID = "neg", "abs", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid"
@@ -94,6 +95,14 @@ ELEMENTWISE = UNARY | BINARY | {Op.WHERE, Op.ROUND, Op.FMA}
 REDUCE = {Op.SUM, Op.RMAX, Op.RMIN, Op.MEAN}
 MOVEMENT = {Op.RESHAPE, Op.TRANSPOSE, Op.BROADCAST, Op.CONCAT, Op.SLICE}
 RANDOM = {Op.RAND}
+
+
+_NAN = float("nan")
+
+
+def canonical_floats(values) -> tuple[float, ...]:
+    """Floats for attributes: every NaN is one object, so equal constants hash-cons together."""
+    return tuple(_NAN if v != v else float(v) for v in values)
 
 
 class Value:

@@ -339,7 +339,29 @@ class IRParser:
             n *= k
         if len(vals) != n:
             self.error(f"constant of type {typ} needs {n} value(s), found {len(vals)}", start)
-        return Value(Op.CONST, (), (vals,), typ)
+        exact = None
+        if self.at_word("exact"):
+            self.next()
+            et = self.peek()
+            if self.accept("["):
+                exact = tuple(self.sep_list("]", self.fraction))
+            else:
+                exact = (self.fraction(),)
+            if len(exact) != n:
+                self.error(f"constant of type {typ} needs {n} exact value(s), found {len(exact)}",
+                           et)
+        return Value(Op.CONST, (), (N.canonical_floats(vals), exact), typ)
+
+    def fraction(self) -> Fraction:
+        """An exact rational ``p`` or ``p/q`` (the exact value of a rounded constant)."""
+        neg = self.accept("-") is not None
+        num = self.integer("an exact value like 1/10")
+        den = 1
+        if self.accept("/"):
+            den = self.integer("a denominator")
+            if den <= 0:
+                self.error("a denominator must be positive")
+        return Fraction(-num if neg else num, den)
 
     # functions -----------------------------------------------------------------------------
     def function(self) -> N.Function:

@@ -63,6 +63,20 @@ def const_data(vals: tuple, shape: tuple[Dim, ...], indent: str = "  ") -> str:
     return "[\n" + ",\n".join(inner + r for r in rows) + "\n" + indent + "]"
 
 
+def frac_text(x) -> str:
+    return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+
+
+def const_text(attrs: tuple, shape: tuple[Dim, ...], indent: str = "  ") -> str:
+    """Values, then ``exact [p/q, ...]`` when rounding changed a constant (the ideal uses it)."""
+    text = const_data(attrs[0], shape, indent)
+    exact = attrs[1] if len(attrs) > 1 else None
+    if exact is not None:
+        body = ", ".join(frac_text(x) for x in exact)
+        text += f" exact [{body}]" if shape or len(exact) != 1 else f" exact {body}"
+    return text
+
+
 def constraint_canonical(c: Constraint) -> str:
     """The canonical text of a requirement (what the parser rebuilds it from)."""
     if c.kind == "feature":
@@ -122,7 +136,7 @@ def attrs_str(v: Value, consts: Mapping[int, str] | None = None, indent: str = "
         if v.op == Op.CONST:
             if consts and id(v) in consts:
                 return "@" + consts[id(v)]
-            return const_data(a[0], v.shape, indent)
+            return const_text(a, v.shape, indent)
         if v.op == Op.DIM:
             return str(a[0])
         if v.op == Op.ROUND:
@@ -261,6 +275,6 @@ def print_module(mod: Module) -> str:
         if v.op != Op.CONST or not isinstance(v.type, TensorType):
             continue
         consts.setdefault(id(v), name)
-        parts.append(f"const @{name}: {v.type} = {const_data(v.attrs[0], v.shape, '')}")
+        parts.append(f"const @{name}: {v.type} = {const_text(v.attrs, v.shape, '')}")
     parts.extend(print_function(f, consts) for f in mod.functions.values())
     return "\n\n".join(parts) + "\n"
