@@ -9,10 +9,10 @@ This module provides
 * :func:`read_sexps` -- a non-recursive s-expression reader (``;`` comments, ``#| |#`` block
   comments, strings with ``\\"`` and ``\\\\`` escapes, ``[ ]`` as parentheses) whose malformed-text
   errors are :class:`~numgrade.errors.SourceError` diagnostics at FILE:LINE:COL;
-* :func:`parse_fpcore_file` -- the benchmarks of a file as :class:`Benchmark` records: name, arguments,
-  precision, the input ranges derived from ``:pre`` and the preconditions that are not simple
-  variable bounds (``extra``: they restrict the domain further, so ignoring them gives a sound
-  over-approximation -- every bound computed over the ranges holds on the real domain);
+* :func:`parse_fpcore_file` -- the benchmarks of a file as :class:`Benchmark` records: name,
+  arguments, precision, the input ranges derived from ``:pre`` and the preconditions that are not
+  simple variable bounds (``extra``: they restrict the domain further, so ignoring them gives a
+  sound over-approximation -- every bound computed over the ranges holds on the real domain);
 * :func:`to_grade` -- the Grade AST (one ``fn``) of a supported benchmark, or ``None`` with a
   precise reason;
 * :func:`load_benchmarks` -- parse, translate, lower and effect-check every benchmark of a file;
@@ -70,6 +70,7 @@ from ..errors import DiagnosticSink, GradeError, SourceError, Span, register_sou
 from ..ir.formats import FORMATS, Format, promote, represents
 from . import ast as A
 from .constfold import FoldError, fold_unary, round_exact
+from .lower import BUILTINS as _LOWER_BUILTINS
 
 __all__ = [
     "Atom", "SList", "SExp", "read_sexps", "Arg", "Bound", "Constraint", "Benchmark",
@@ -267,19 +268,17 @@ def sexp_text(e: SExp, limit: int = 10_000) -> str:
     size = 0
     while stack:
         x = stack.pop()
-        if isinstance(x, str):
-            out.append(x)
-        elif isinstance(x, Atom):
-            out.append(x.text)
-        else:
-            close = _CLOSE_OF[x.bracket]
-            stack.append(close)
+        if isinstance(x, SList):
+            stack.append(_CLOSE_OF[x.bracket])
             for k, it in enumerate(reversed(x.items)):
                 stack.append(it)
                 if k < len(x.items) - 1:
                     stack.append(" ")
             stack.append(x.bracket)
-        size += len(out[-1]) if out else 0
+            continue
+        piece = x if isinstance(x, str) else x.text
+        out.append(piece)
+        size += len(piece)
         if size > limit:
             out.append(" ...")
             break
@@ -290,7 +289,8 @@ def sexp_text(e: SExp, limit: int = 10_000) -> str:
 # benchmarks
 FPCORE_PRECISIONS = {"binary64": "f64", "binary32": "f32", "binary16": "f16"}
 # (float es nbits) -> Grade format
-_FLOAT_PRECISIONS = {(11, 64): "f64", (8, 32): "f32", (5, 16): "f16", (8, 16): "bf16", (5, 8): "e5m2"}
+_FLOAT_PRECISIONS = {(11, 64): "f64", (8, 32): "f32", (5, 16): "f16", (8, 16): "bf16",
+                     (5, 8): "e5m2"}
 ROUND_MODES = {"nearestEven": "rne", "toPositive": "ru", "toNegative": "rd", "toZero": "rz"}
 
 CONSTANT_NAMES = ("E", "LOG2E", "LOG10E", "LN2", "LN10", "PI", "PI_2", "PI_4", "M_1_PI", "M_2_PI",
@@ -406,10 +406,10 @@ class Benchmark:
 _GRADE_KEYWORDS = {"const", "fn", "in", "requires", "let", "return", "as", "and", "or", "not",
                    "true", "false", "None"}
 _GRADE_BUILTINS = {"fma", "abs", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "floor",
-                   "ceil", "sin", "cos", "exp2", "log2", "sum", "mean", "max", "min", "where", "round", "reshape",
-                   "transpose", "broadcast_to", "concat", "matmul", "topk_mask", "rand", "arange",
-                   "feature"}
-RESERVED = _GRADE_KEYWORDS | _GRADE_BUILTINS | set(FORMATS)
+                   "ceil", "sin", "cos", "exp2", "log2", "sum", "mean", "max", "min", "where",
+                   "round", "reshape", "transpose", "broadcast_to", "concat", "matmul",
+                   "topk_mask", "rand", "arange", "feature"}
+RESERVED = _GRADE_KEYWORDS | _GRADE_BUILTINS | set(_LOWER_BUILTINS) | set(FORMATS)
 
 
 def mangle(name: str, used: set[str] | None = None) -> str:
@@ -467,12 +467,14 @@ def _parse_fpcore(form: SExp, idx: int, file: str, sink: DiagnosticSink, used: s
         return None
     items = list(form.items[1:])
     fp_name = None
+    where = form.span
     if items and isinstance(items[0], Atom) and items[0].kind == "symbol":
         fp_name = items[0].text
+        where = items[0].span
         items = items[1:]
     if not items or not isinstance(items[0], SList):
         sink.error("FPCore needs an argument list, e.g. (FPCore (x y) ...)",
-                   items[0].span if items else form.span)
+                   items[0].span if items else where)
         return None
     arg_list = items[0]
     args: list[Arg] = []
@@ -1092,8 +1094,9 @@ class _Translator:
             return self.compare(h, [self.num(a, scope, ctx, d) for a in args], ctx, e.span)
         if h in ("and", "or"):
             vals = [self.boolean(a, scope, ctx, d) for a in args]
-            if not vals:
-                return _TV(A.Bool(e.span, h == "and"), None, "bool", h == "and")
+            if all(v.weak and v.value is not None for v in vals):
+                r = all(v.value for v in vals) if h == "and" else any(v.value for v in vals)
+                return _TV(A.Bool(e.span, r), None, "bool", r)
             acc = vals[0]
             for v in vals[1:]:
                 acc = self.mk(A.BinOp(e.span, h, acc.expr, v.expr), BOOL, "bool", [acc, v],
@@ -1413,7 +1416,8 @@ def _expr_src(e: A.Expr) -> str:
     if isinstance(e, A.BinOp):
         return f"({_expr_src(e.left)} {e.op} {_expr_src(e.right)})"
     if isinstance(e, A.UnOp):
-        return f"(not {_expr_src(e.operand)})" if e.op == "not" else f"({e.op}{_expr_src(e.operand)})"
+        inner = _expr_src(e.operand)
+        return f"(not {inner})" if e.op == "not" else f"({e.op}{inner})"
     if isinstance(e, A.Cast):
         return f"({_expr_src(e.operand)} as {e.fmt})"
     if isinstance(e, A.Call):

@@ -111,6 +111,8 @@ class _Exporter:
         res = fn.results[0]
         order = toposort(fn.results)
         for v in order:
+            if v.op in (Op.CALL, Op.PROJ):
+                raise _err("calls cannot be exported (inline the callee first)", fn, v)
             if not isinstance(v.type, N.TensorType) or v.shape:
                 raise _err(f"only scalar straight-line code can be exported; '{v.op}' makes a "
                            f"value of type {v.type}", fn, v)

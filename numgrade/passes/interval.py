@@ -55,7 +55,7 @@ from typing import Any, Callable, Sequence, TypeVar, Union
 import numpy as np
 
 __all__ = [
-    "Interval", "Operand", "LIBM_MAX_ULPS", "LIBM_STEPS", "TRIG_MAX_ARG", "MAX",
+    "Interval", "Operand", "LIBM_MAX_ULPS", "LIBM_WIDEN_ULPS", "TRIG_MAX_ARG", "MAX",
     "add", "sub", "mul", "div", "neg", "sqr", "pow_int", "sqrt", "rsqrt", "exp", "exp2", "log",
     "log2", "abs", "min", "max", "floor", "ceil", "tanh", "sigmoid", "sin", "cos", "atan",
     "hull", "may_be_undefined",
@@ -65,13 +65,12 @@ F64 = np.float64
 MAX = float(np.finfo(np.float64).max)
 INF = math.inf
 LIBM_MAX_ULPS = 4
-LIBM_STEPS = 2 * LIBM_MAX_ULPS + 2
+LIBM_WIDEN_ULPS = 2 * LIBM_MAX_ULPS  # widening used: twice the assumed error, as a margin
 TRIG_MAX_ARG = 2.0**20
 _HPI_LO = math.pi / 2  # float(pi) < pi, and halving is exact
 _HPI_HI = math.nextafter(_HPI_LO, INF)
-_SIGN = np.int64(-(2**63))
-_MAG = np.int64(2**63 - 1)
-_KEY_INF = np.int64(0x7FF0000000000000)
+_PHI = 2.0**-53 + 2.0**-105  # u(1 + 2u), u = 2**-53: just over half an ulp per unit of |y|
+_ETA = 5e-324  # smallest subnormal
 
 Operand = Union["Interval", float, int, np.ndarray, np.generic, Fraction, decimal.Decimal]
 _Fn = TypeVar("_Fn", bound=Callable[..., Any])
@@ -92,28 +91,27 @@ def _quiet(fn: _Fn) -> _Fn:
 # Directed rounding helpers (inputs NaN-free)
 # ----------------------------------------------------------------------------------------------
 
-def _key(x: np.ndarray) -> np.ndarray:
-    """Map float64 to int64 monotonically (adjacent doubles -> adjacent ints; +-0 -> 0)."""
-    b = np.asarray(x, dtype=F64).view(np.int64)
-    return np.where(b < 0, -(b & _MAG), b)
+def _down(y: np.ndarray) -> np.ndarray:
+    """A double 1 or 2 steps below y (Rump et al.'s predecessor trick: y - (PHI|y| + ETA) with
+    PHI slightly above 2**-53 lands strictly past the midpoint to the next double down). NaN
+    stays NaN, -inf stays -inf, +inf (an overflowed lower bound) becomes MAX."""
+    return np.minimum(np.fmin(y - (np.abs(y) * _PHI + _ETA), y), MAX)
 
 
-def _unkey(k: np.ndarray) -> np.ndarray:
-    return np.where(k < 0, (-k) | _SIGN, k).view(F64)
+def _up(y: np.ndarray) -> np.ndarray:
+    """A double 1 or 2 steps above y (mirror of _down)."""
+    return np.maximum(np.fmax(y + (np.abs(y) * _PHI + _ETA), y), -MAX)
 
 
-def _down(x: np.ndarray, n: int = 1) -> np.ndarray:
-    """x moved n doubles toward -inf (-inf stays -inf, +inf becomes MAX after one step)."""
-    if n == 1:
-        return np.nextafter(x, -INF)
-    return _unkey(np.maximum(_key(x) - n, -_KEY_INF))
+def _widen_down(y: np.ndarray, k: int) -> np.ndarray:
+    """A double below every real t with |t - y| <= k ulp(t): a libm result y with error at
+    most k ulps is pushed below the true value. Since ulp(t) <= max(2**-52 |t|, ETA), moving
+    by (k+1) 2**-52 |y| + (k+2) ETA covers it plus the rounding of the computation itself."""
+    return np.minimum(np.fmin(y - (np.abs(y) * ((k + 1) * 2.0**-52) + (k + 2) * _ETA), y), MAX)
 
 
-def _up(x: np.ndarray, n: int = 1) -> np.ndarray:
-    """x moved n doubles toward +inf."""
-    if n == 1:
-        return np.nextafter(x, INF)
-    return _unkey(np.minimum(_key(x) + n, _KEY_INF))
+def _widen_up(y: np.ndarray, k: int) -> np.ndarray:
+    return np.maximum(np.fmax(y + (np.abs(y) * ((k + 1) * 2.0**-52) + (k + 2) * _ETA), y), -MAX)
 
 
 def _sum_err(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,14 +123,17 @@ def _sum_err(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _add_down(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Largest-possible double <= a+b: keep fl(a+b) when it is not above the exact sum."""
+    """A lower bound on a+b: fl(a+b) itself when TwoSum shows it is not above the exact sum,
+    else one step down (a branch-free select: the step is multiplied by the 'inexact' mask)."""
     s, e = _sum_err(a, b)
-    return np.where((e >= 0) & (e <= MAX), s, np.nextafter(s, -INF))
+    step = (np.abs(s) * _PHI + _ETA) * ~((e >= 0) & (e <= MAX))
+    return np.minimum(np.fmin(s - step, s), MAX)
 
 
 def _add_up(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     s, e = _sum_err(a, b)
-    return np.where((e <= 0) & (e >= -MAX), s, np.nextafter(s, INF))
+    step = (np.abs(s) * _PHI + _ETA) * ~((e <= 0) & (e >= -MAX))
+    return np.maximum(np.fmax(s + step, s), -MAX)
 
 
 def _nan_to(x: np.ndarray, fill: float) -> np.ndarray:
@@ -561,11 +562,11 @@ def rsqrt(x: Operand) -> Interval:
 # ----------------------------------------------------------------------------------------------
 
 def _libm_down(v: np.ndarray) -> np.ndarray:
-    return _down(_nan_to(v, -INF), LIBM_STEPS)
+    return _widen_down(_nan_to(v, -INF), LIBM_WIDEN_ULPS)
 
 
 def _libm_up(v: np.ndarray) -> np.ndarray:
-    return _up(_nan_to(v, INF), LIBM_STEPS)
+    return _widen_up(_nan_to(v, INF), LIBM_WIDEN_ULPS)
 
 
 @_quiet
