@@ -19,6 +19,7 @@ Run with ``-s`` to see the table of supported benchmarks per file.
 from __future__ import annotations
 
 import glob
+from pathlib import Path
 import math
 import os
 from fractions import Fraction
@@ -33,7 +34,8 @@ from numgrade.frontend.fpcore import (Atom, SList, grade_source, load_benchmarks
                                       load_fpcore_source, parse_fpcore_file, read_sexps, to_grade)
 from numgrade.frontend.fpcore_export import to_fpcore
 
-SUITE = os.environ.get("NUMGRADE_FPBENCH", "/work/shared/fpbench")
+SUITE = os.environ.get("NUMGRADE_FPBENCH",
+                       str(Path(__file__).resolve().parents[2] / "shared" / "fpbench"))
 FILES = sorted(glob.glob(os.path.join(SUITE, "*.fpcore")))
 pytestmark = pytest.mark.skipif(not FILES, reason=f"no FPBench suite at {SUITE}")
 

@@ -2,7 +2,7 @@
 
 Why: numgrade's stdlib quantisers will be compared bit for bit against these references,
 so the references themselves must (a) reproduce the published anchor numbers of
-/work/shared/ANCHORS.md section 4 and (b) round exactly as the format definitions say.
+../shared/ANCHORS.md section 4 and (b) round exactly as the format definitions say.
 """
 
 from __future__ import annotations

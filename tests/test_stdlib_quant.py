@@ -3,7 +3,7 @@
 Programs: stdlib nvfp4, four_over_six, mxfp4, fp8, hadamard, stochastic_round.
 
 Why: these programs are the project's statement of the NVFP4 / Four Over Six / MXFP4 / FP8 /
-RHT recipes (/work/shared/ANCHORS.md section 4).  The reference backend running them must give
+RHT recipes (../shared/ANCHORS.md section 4).  The reference backend running them must give
 exactly the values of tests/refimpl/quant_ref.py, a separately written numpy implementation that
 does every step as one IEEE float32 operation in the recipe's order.  Equality is checked on the
 float64 bit patterns, so signed zeros count.  Where the two implementations could legitimately

@@ -950,10 +950,7 @@ class _Translator:
     def run(self) -> A.Program:
         b = self.bench
         reasons: list[str] = []
-        try:
-            top = precision_format(b.precision)
-        except Unsupported as ex:
-            raise Unsupported(str(ex)) from None
+        top = precision_format(b.precision)
         rnd = b.properties.get("round")
         if rnd is not None and sexp_text(rnd) != "nearestEven":
             raise Unsupported(f"unsupported rounding mode :round {sexp_text(rnd)} (Grade rounds "

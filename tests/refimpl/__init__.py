@@ -2,5 +2,5 @@
 
 Nothing here imports numgrade: these modules exist so that the quantisers written in
 numgrade's own language can be checked bit for bit against a second, separately written
-implementation of the same recipes (see /work/shared/ANCHORS.md section 4).
+implementation of the same recipes (see ../shared/ANCHORS.md section 4).
 """

@@ -2,7 +2,7 @@
 
 Why this module exists: numgrade's standard library implements these quantisers in its own
 language; tests compare those programs bit for bit against this second, independent
-implementation of the recipes in /work/shared/ANCHORS.md section 4.  It deliberately imports
+implementation of the recipes in ../shared/ANCHORS.md section 4.  It deliberately imports
 nothing from numgrade.
 
 Conventions shared by every function here:
