@@ -497,28 +497,34 @@ def div(x: Operand, y: Operand) -> Interval:
     scale = _pow2_point(y)
     lo = _step_down_unless(lo, scale & _normal(lo))
     hi = _step_up_unless(hi, scale & _normal(hi))
-    xp, xn, xz = _signs(x)
+    xp, xn, _ = _signs(x)
     ypos, yneg = yl > 0, yh < 0
     lo = np.where((xp & ypos) | (xn & yneg), np.maximum(lo, 0.0), lo)
     hi = np.where((xp & yneg) | (xn & ypos), np.minimum(hi, 0.0), hi)
-    # divisor [0, yh] with yh > 0 (its nonzero points are (0, yh])
+    if ((yl <= 0) & (yh >= 0)).any():  # rare: only then pay for the zero-divisor cases
+        lo, hi = _div_by_zero_containing(x, y, lo, hi)
+    return Interval._new(lo, hi)
+
+
+def _div_by_zero_containing(x: Interval, y: Interval, lo: np.ndarray,
+                            hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Replace lo/hi where the divisor contains 0 (see div)."""
+    yl, yh = y.lo, y.hi
+    xp, xn, xz = _signs(x)
+    # divisor [0, yh] with yh > 0: its nonzero points are (0, yh]
     zl = (yl == 0) & (yh > 0)
-    a = np.where(xp, _down(x.lo / yh), -INF)
-    b = np.where(xn, _up(x.hi / yh), INF)
-    zl_lo = np.where(xp, np.maximum(a, 0.0), -INF)
-    zl_hi = np.where(xn & ~xp, np.minimum(b, 0.0), INF)
+    zl_lo = np.where(xp, np.maximum(_down(x.lo / yh), 0.0), -INF)
+    zl_hi = np.where(xn & ~xp, np.minimum(_up(x.hi / yh), 0.0), INF)
     # divisor [yl, 0] with yl < 0
     zh = (yh == 0) & (yl < 0)
     zh_lo = np.where(xn & ~xp, np.maximum(_down(x.hi / yl), 0.0), -INF)
     zh_hi = np.where(xp, np.minimum(_up(x.lo / yl), 0.0), INF)
-    straddle = (yl < 0) & (yh > 0) | ((yl == 0) & (yh == 0))
+    straddle = ((yl < 0) & (yh > 0)) | ((yl == 0) & (yh == 0))
     lo = np.where(zl, zl_lo, np.where(zh, zh_lo, np.where(straddle, -INF, lo)))
     hi = np.where(zl, zl_hi, np.where(zh, zh_hi, np.where(straddle, INF, hi)))
     # 0 / y = 0 wherever y has a nonzero point
     zero = xz & ~((yl == 0) & (yh == 0))
-    lo = _nan_to(np.where(zero, 0.0, lo), -INF)
-    hi = _nan_to(np.where(zero, 0.0, hi), INF)
-    return Interval._new(lo, hi)
+    return _nan_to(np.where(zero, 0.0, lo), -INF), _nan_to(np.where(zero, 0.0, hi), INF)
 
 
 def _pow_nonneg(a: np.ndarray, n: int, up: bool) -> np.ndarray:
@@ -707,15 +713,12 @@ def _trig(x: Interval, f: Callable[[np.ndarray], np.ndarray], max_res: int,
     a, b = x.lo, x.hi
     sl = _down(np.minimum(a / _HPI_LO, a / _HPI_HI))
     sh = _up(np.maximum(b / _HPI_LO, b / _HPI_HI))
-    nl, nh = np.ceil(sl), np.floor(sh)
-    many = ~(nh - nl < 3)  # a full period (or infinite / NaN span)
-    has_max, has_min = many, many
-    for j in range(4):
-        k = nl + j
-        present = k <= nh
-        r = np.mod(k, 4)
-        has_max = has_max | (present & (r == max_res))
-        has_min = has_min | (present & (r == min_res))
+    nl = np.ceil(sl)
+    count = np.floor(sh) - nl + 1  # how many integers k the enclosure holds (inf if unbounded)
+    r0 = np.mod(nl, 4)  # residue of the first one (exact: nl is an integer-valued double)
+    many = ~(count < 4)  # a full period, or an infinite / NaN span
+    has_max = many | (np.mod(max_res - r0, 4) < count)
+    has_min = many | (np.mod(min_res - r0, 4) < count)
     fa, fb = f(a), f(b)
     lo = _libm_down(np.minimum(fa, fb))
     hi = _libm_up(np.maximum(fa, fb))

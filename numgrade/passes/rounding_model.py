@@ -1,0 +1,91 @@
+"""The rounding model every error analysis shares (SPEC section 3).
+
+A rounding to format F in mode m satisfies ``fl(x) = x (1 + d) + e`` with ``|d| <= u`` and
+``|e| <= eta``, where for round-to-nearest ``u = 2^-p`` and ``eta`` is half the subnormal spacing,
+and for directed and stochastic rounding ``u = 2^(1-p)`` and ``eta`` is the subnormal spacing
+(the sum form covers the normal and the subnormal range at once). Saturation is modelled as a
+clamp to ``[-max, max]`` before the rounding; a non-saturating rounding whose argument may reach
+the overflow threshold gives no bound (inf or NaN are possible).
+
+Math functions are modelled as the exact function times ``(1 + d)``, ``|d| <= k u``, plus ``eta``,
+with ``k`` the largest error, in units of ``u``, of the libraries numgrade's backends call:
+numpy for the reference backend (float64 results within 4 ulp, the bound numpy documents for
+its SVML kernels; glibc is within 1 ulp; the reference rounds a float64 value once, so
+narrower results are within about 0.5 ulp) and the CUDA math library
+(libdevice) for the GPU backends, whose documented single-precision bounds are: expf, exp2f,
+tanhf, sinf, cosf, rsqrtf 2 ulp; logf, log2f 1 ulp; sqrtf 0.5 ulp (IEEE). One ulp of a result
+is at most ``2u`` relative, so 2 ulp is ``k = 4``. Composite functions (sigmoid = 1/(1+exp(-x)))
+add their steps' errors. Backends must use libraries within these bounds (no fast-math
+approximations) for the bounds to hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.formats import Format
+
+# k (in units of u) per math function: max over the libraries the backends use.
+MATH_ULP_FACTOR: dict[str, float] = {
+    "exp": 4.0, "exp2": 4.0, "tanh": 4.0, "sin": 4.0, "cos": 4.0, "rsqrt": 4.0,
+    "log": 2.0, "log2": 2.0, "sqrt": 1.0,
+    # sigmoid(x) = 1/(1 + exp(-x)): exp (4u) damped by the division, the add (u), the divide (u)
+    "sigmoid": 7.0,
+}
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """How one operation rounds: relative bound u, absolute bound eta, saturation, overflow."""
+
+    fmt: Format
+    u: float
+    eta: float
+    sat: bool
+    overflow_at: float   # |x| at or beyond this (before saturation) overflows; inf if never
+
+    @property
+    def max_finite(self) -> float:
+        return self.fmt.max_finite
+
+
+def unit_roundoff(fmt: Format, mode: str = "rne") -> float:
+    if fmt.kind != "float":
+        return 0.0
+    p = fmt.precision
+    return 2.0 ** -p if mode == "rne" else 2.0 ** (1 - p)
+
+
+def underflow_eta(fmt: Format, mode: str = "rne") -> float:
+    if fmt.kind != "float":
+        return 0.5 if mode == "rne" else 1.0  # rounding to an integer
+    if fmt.name == "e8m0":
+        return fmt.min_normal  # no zero: tiny values become 2^-127
+    return fmt.min_subnormal / 2 if mode == "rne" else fmt.min_subnormal
+
+
+def overflow_threshold(fmt: Format, mode: str = "rne") -> float:
+    """Smallest |x| whose rounding overflows (becomes inf/NaN) without saturation."""
+    if fmt.kind != "float" or not (fmt.has_inf or fmt.has_nan):
+        return float("inf")  # e2m1 saturates; integers saturate
+    if mode in ("rz",):
+        return float("inf")
+    ulp_top = 2.0 ** (fmt.emax - fmt.precision + 1)
+    if mode == "rne":
+        return fmt.max_finite + ulp_top / 2
+    return fmt.max_finite * (1 + 2.0 ** -60)  # directed/sr: anything beyond max may overflow
+
+
+def round_spec(fmt: Format, mode: str = "rne", sat: bool = False) -> RoundSpec:
+    return RoundSpec(fmt, unit_roundoff(fmt, mode), underflow_eta(fmt, mode), sat,
+                     float("inf") if sat else overflow_threshold(fmt, mode))
+
+
+def math_spec(fn: str, fmt: Format) -> RoundSpec:
+    """The error model of a math function computed in fmt (see the module docstring)."""
+    k = MATH_ULP_FACTOR.get(fn, 4.0)
+    base = round_spec(fmt)
+    if fmt.name == "f64":
+        # numpy may run SVML kernels (documented within 4 ulp) where glibc is within 1 ulp
+        k = 1.0 if fn == "sqrt" else 8.0 + (k - 4.0 if fn == "sigmoid" else 0.0)
+    return RoundSpec(fmt, k * base.u, base.eta * max(1.0, k), False, base.overflow_at)

@@ -1,0 +1,599 @@
+"""Precise forward error bounds for scalar straight-line programs (the FPBench tier).
+
+Every rounding site i computes ``v_i = w_i (1 + d_i) + e_i`` (rounding_model). The computed
+output is ``F(x, d, e)``; the ideal one is ``F(x, 0, 0)``. By the mean value theorem (Lebourg's
+form for the Lipschitz pieces: abs, min, max, clamps), for some point on the segment,
+
+    F(x, d, e) - F(x, 0, 0) = sum_i dF/dd_i * d_i + dF/de_i * e_i,
+
+with ``dF/dd_i = adj_i * w_i``, ``adj_i`` the derivative of the output with respect to ``v_i``
+in the perturbed program. Enclosing ``adj_i`` and ``w_i`` with interval arithmetic over an input
+box and over the whole perturbation box ``|d| <= u, |e| <= eta`` therefore gives a rigorous
+bound; no separate second-order remainder is needed (the perturbation box already covers it).
+A branch whose condition is not decided on a box has no such form: there the bound is the
+interval difference of the computed and ideal outputs. An interval branch and bound over the
+input box tightens the maximum, vectorised over thousands of boxes at once.
+
+Rounded constants contribute ``adj_c * (fl(c) - c)`` with their exact rounding error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from ..ir import nodes as N
+from ..ir.formats import Format
+from ..ir.nodes import Op, Value
+from . import interval as I
+from .interval import Interval
+from .rounding_model import RoundSpec, math_spec, round_spec
+
+INF = float("inf")
+
+EXACT_UNARY = {Op.NEG, Op.ABS, Op.FLOOR, Op.CEIL}
+EXACT_BINARY = {Op.MIN, Op.MAX}
+ROUNDED_BINARY = {Op.ADD, Op.SUB, Op.MUL, Op.DIV}
+
+
+class Unsupported(Exception):
+    """The program is outside what this analysis handles (the caller falls back)."""
+
+
+@dataclass
+class SNode:
+    op: str
+    args: tuple[int, ...] = ()
+    spec: RoundSpec | None = None       # rounding of this node's result (None: exact)
+    var: int | None = None              # input variable index (params)
+    const: float | None = None          # rounded constant value
+    const_err: float = 0.0              # fl(c) - c, an upper bound on its magnitude
+    const_exact: Fraction | None = None
+    fmt: Format | None = None
+    value: Value | None = None
+
+
+@dataclass
+class ScalarProgram:
+    """A scalar DAG in evaluation order; output node indices; input variable boxes."""
+
+    nodes: list[SNode]
+    outputs: list[int]
+    var_names: list[str]
+    box_lo: np.ndarray
+    box_hi: np.ndarray
+    has_branches: bool = False
+    node_of: dict[int, int] = field(default_factory=dict)
+
+
+def build(fn: N.Function, module: N.Module | None = None) -> ScalarProgram:
+    """The scalar program of a function whose values are all scalars (callees are inlined)."""
+    nodes: list[SNode] = []
+    var_names: list[str] = []
+    lo, hi = [], []
+    for p in fn.params:
+        if p.value.shape:
+            raise Unsupported(f"parameter '{p.name}' is a tensor")
+        if p.range is None:
+            raise Unsupported(f"parameter '{p.name}' has no declared range")
+        if p.value.fmt.kind == "bool":
+            raise Unsupported(f"parameter '{p.name}' is bool")
+        var_names.append(p.name)
+        lo.append(p.range[0])
+        hi.append(p.range[1])
+    env = {id(p.value): i for i, p in enumerate(fn.params)}
+    for i in range(len(fn.params)):
+        nodes.append(SNode(Op.PARAM, var=i, fmt=fn.params[i].value.fmt, value=fn.params[i].value))
+    prog = ScalarProgram(nodes, [], var_names, np.array(lo, float), np.array(hi, float))
+    outs = _inline(fn, [i for i in range(len(fn.params))], prog, module, depth=0)
+    prog.outputs = outs
+    return prog
+
+
+def _inline(fn: N.Function, arg_nodes: list[int], prog: ScalarProgram,
+            module: N.Module | None, depth: int) -> list[int]:
+    if depth > 32:
+        raise Unsupported("calls nested too deeply")
+    local: dict[int, int] = {id(p.value): a for p, a in zip(fn.params, arg_nodes)}
+    for v in N.toposort(fn.results):
+        if id(v) in local:
+            continue
+        if isinstance(v.type, N.TensorType) and v.shape:
+            raise Unsupported("tensor values (use the tensor-level analysis)")
+        local[id(v)] = _add_node(v, [local[id(s)] for s in v.srcs], prog, module, depth)
+    return [local[id(r)] for r in fn.results]
+
+
+def _fmt_contains(outer: Format, inner: Format) -> bool:
+    from ..ir.formats import represents
+
+    return represents(outer, inner)
+
+
+def _add_node(v: Value, args: list[int], prog: ScalarProgram, module, depth: int) -> int:
+    nodes = prog.nodes
+    op = v.op
+
+    def push(n: SNode) -> int:
+        n.value = v
+        nodes.append(n)
+        return len(nodes) - 1
+
+    if op == Op.CONST:
+        val = v.attrs[0][0]
+        exact = v.attrs[1][0] if len(v.attrs) > 1 and v.attrs[1] is not None else None
+        err = 0.0
+        if exact is not None:
+            if not math.isfinite(val):
+                raise Unsupported("a constant overflows its format")
+            err = abs(float(Fraction(val) - exact))
+            err = math.nextafter(err, INF) if err else 0.0
+        return push(SNode(op, const=float(val), const_err=err, const_exact=exact, fmt=v.fmt))
+    if op == Op.CALL:
+        if module is None or v.attrs[0] not in module.functions:
+            raise Unsupported("call to an unknown function")
+        callee = module.functions[v.attrs[0]]
+        if callee.effects:
+            raise Unsupported("calls with effects")
+        outs = _inline(callee, args, prog, module, depth + 1)
+        return push(SNode("tuple", tuple(outs)))
+    if op == Op.PROJ:
+        return nodes[args[0]].args[v.attrs[0]]
+    fmt = v.fmt
+    if op in (Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.NOT):
+        prog.has_branches = True
+        return push(SNode(op, tuple(args), fmt=fmt))
+    if op == Op.WHERE:
+        prog.has_branches = True
+        spec = None
+        if not all(_fmt_contains(fmt, nodes[a].fmt) for a in args[1:]):
+            spec = round_spec(fmt)
+        return push(SNode(op, tuple(args), spec, fmt=fmt))
+    if fmt.kind != "float":
+        raise Unsupported(f"{fmt.name} arithmetic")
+    if op in ROUNDED_BINARY or op == Op.FMA or op == Op.SQRT:
+        spec = round_spec(fmt) if fmt.name != "f64" or True else None
+        if op == Op.SQRT:
+            spec = round_spec(fmt)
+        return push(SNode(op, tuple(args), spec, fmt=fmt))
+    if op in (Op.EXP, Op.LOG, Op.EXP2, Op.LOG2, Op.TANH, Op.SIGMOID, Op.SIN, Op.COS, Op.RSQRT):
+        return push(SNode(op, tuple(args), math_spec(op, fmt), fmt=fmt))
+    if op in EXACT_UNARY or op in EXACT_BINARY:
+        if op in (Op.FLOOR, Op.CEIL):
+            prog.has_branches = True
+        spec = None if all(_fmt_contains(fmt, nodes[a].fmt) for a in args) else round_spec(fmt)
+        return push(SNode(op, tuple(args), spec, fmt=fmt))
+    if op == Op.ROUND:
+        mode, sat, _ = v.attrs
+        return push(SNode(op, tuple(args), round_spec(fmt, mode, sat), fmt=fmt))
+    raise Unsupported(f"operation '{op}'")
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation over boxes
+class _Eval:
+    """Interval evaluation of a scalar program over a batch of boxes."""
+
+    def __init__(self, prog: ScalarProgram):
+        self.prog = prog
+
+    def forward(self, X: list[Interval], perturbed: bool):
+        """Node intervals; for perturbed runs also the pre-rounding intervals w_i."""
+        nodes = self.prog.nodes
+        vals: list = [None] * len(nodes)
+        pre: list = [None] * len(nodes)
+        decided_ok = np.ones(X[0].shape, bool) if X else np.ones((), bool)
+        for i, n in enumerate(nodes):
+            a = [vals[j] for j in n.args]
+            if n.op == Op.PARAM:
+                w = X[n.var]
+            elif n.op == Op.CONST:
+                c = n.const if perturbed or n.const_exact is None else None
+                if c is None:
+                    w = _exact_interval(n.const_exact, X[0].shape)
+                else:
+                    w = Interval.point(np.full(X[0].shape, c))
+            elif n.op == "tuple":
+                vals[i] = None
+                continue
+            else:
+                w, ok = _apply(n.op, a)
+                if ok is not None:
+                    decided_ok &= ok
+            pre[i] = w
+            if perturbed and n.spec is not None:
+                vals[i] = _perturb(w, n.spec)
+            else:
+                vals[i] = w
+        return vals, pre, decided_ok
+
+    def reverse(self, vals, pre, out: int):
+        """Interval adjoints d out / d v_i over the perturbed program."""
+        nodes = self.prog.nodes
+        shape = vals[out].shape
+        zero = Interval.point(np.zeros(shape))
+        adj: list = [None] * len(nodes)
+        adj[out] = Interval.point(np.ones(shape))
+        valid = np.ones(shape, bool)
+        for i in range(len(nodes) - 1, -1, -1):
+            g = adj[i]
+            n = nodes[i]
+            if g is None or not n.args or n.op == "tuple":
+                continue
+            if n.spec is not None:
+                g = g * Interval.of(np.full(shape, 1 - n.spec.u), np.full(shape, 1 + n.spec.u))
+                if n.spec.sat:  # clamp before rounding: derivative 1 inside, 0 outside
+                    m = n.spec.max_finite
+                    w = pre[i]
+                    inside = (w.lo >= -m) & (w.hi <= m)
+                    outside = (w.lo > m) | (w.hi < -m)
+                    fac = Interval.of(np.where(inside, 1.0, 0.0), np.where(outside, 0.0, 1.0))
+                    g = g * fac
+            a = [vals[j] for j in n.args]
+            contribs, ok = _partials(n.op, a, pre[i], g)
+            if ok is not None:
+                valid &= ok
+            for j, c in zip(n.args, contribs):
+                if c is None:
+                    continue
+                adj[j] = c if adj[j] is None else adj[j] + c
+        for i in range(len(adj)):
+            if adj[i] is None:
+                adj[i] = zero
+        return adj, valid
+
+
+def _exact_interval(x: Fraction, shape) -> Interval:
+    f = float(x)
+    lo = f if Fraction(f) <= x else math.nextafter(f, -INF)
+    hi = f if Fraction(f) >= x else math.nextafter(f, INF)
+    return Interval.of(np.full(shape, lo), np.full(shape, hi))
+
+
+def _perturb(w: Interval, s: RoundSpec) -> Interval:
+    if s.sat:
+        m = s.max_finite
+        w = Interval.of(np.clip(w.lo, -m, m), np.clip(w.hi, -m, m))
+    u = Interval.of(np.full(w.shape, 1 - s.u), np.full(w.shape, 1 + s.u))
+    e = Interval.of(np.full(w.shape, -s.eta), np.full(w.shape, s.eta))
+    return w * u + e
+
+
+def _bool(lo_true: np.ndarray, hi_true: np.ndarray) -> Interval:
+    """A condition as an interval over {0, 1}: [1,1] true, [0,0] false, [0,1] unknown."""
+    return Interval.of(np.where(lo_true, 1.0, 0.0), np.where(hi_true, 1.0, 0.0))
+
+
+def _apply(op: str, a: list) -> tuple[Interval, np.ndarray | None]:
+    """Interval of an operation; the second value marks boxes where a branch is decided."""
+    if op == Op.ADD:
+        return a[0] + a[1], None
+    if op == Op.SUB:
+        return a[0] - a[1], None
+    if op == Op.MUL:
+        if a[0] is a[1]:
+            return I.sqr(a[0]), None
+        return a[0] * a[1], None
+    if op == Op.DIV:
+        return I.div(a[0], a[1]), None
+    if op == Op.FMA:
+        return a[0] * a[1] + a[2], None
+    if op == Op.SQRT:
+        return I.sqrt(a[0]), None
+    if op == Op.RSQRT:
+        return I.rsqrt(a[0]), None
+    if op == Op.NEG:
+        return -a[0], None
+    if op == Op.ABS:
+        return I.abs(a[0]), None
+    if op == Op.MIN:
+        return I.min(a[0], a[1]), None
+    if op == Op.MAX:
+        return I.max(a[0], a[1]), None
+    if op in (Op.FLOOR, Op.CEIL):
+        f = I.floor if op == Op.FLOOR else I.ceil
+        r = f(a[0])
+        return r, r.lo == r.hi
+    fn = {Op.EXP: I.exp, Op.LOG: I.log, Op.EXP2: I.exp2, Op.LOG2: I.log2, Op.TANH: I.tanh,
+          Op.SIGMOID: I.sigmoid, Op.SIN: I.sin, Op.COS: I.cos}
+    if op in fn:
+        return fn[op](a[0]), None
+    if op in (Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE):
+        x, y = a
+        if op == Op.LT:
+            t, f = x.hi < y.lo, x.lo >= y.hi
+        elif op == Op.LE:
+            t, f = x.hi <= y.lo, x.lo > y.hi
+        elif op == Op.GT:
+            t, f = x.lo > y.hi, x.hi <= y.lo
+        elif op == Op.GE:
+            t, f = x.lo >= y.hi, x.hi < y.lo
+        elif op == Op.EQ:
+            t = (x.lo == x.hi) & (y.lo == y.hi) & (x.lo == y.lo)
+            f = (x.hi < y.lo) | (x.lo > y.hi)
+        else:
+            f = (x.lo == x.hi) & (y.lo == y.hi) & (x.lo == y.lo)
+            t = (x.hi < y.lo) | (x.lo > y.hi)
+        r = _bool(t, ~f)
+        return r, t | f
+    if op in (Op.AND, Op.OR, Op.NOT):
+        if op == Op.NOT:
+            r = Interval.of(1 - a[0].hi, 1 - a[0].lo)
+        elif op == Op.AND:
+            r = Interval.of(np.minimum(a[0].lo, a[1].lo), np.minimum(a[0].hi, a[1].hi))
+        else:
+            r = Interval.of(np.maximum(a[0].lo, a[1].lo), np.maximum(a[0].hi, a[1].hi))
+        return r, r.lo == r.hi
+    if op == Op.WHERE:
+        c, x, y = a
+        t, f = c.lo == 1, c.hi == 0
+        lo = np.where(t, x.lo, np.where(f, y.lo, np.minimum(x.lo, y.lo)))
+        hi = np.where(t, x.hi, np.where(f, y.hi, np.maximum(x.hi, y.hi)))
+        return Interval.of(lo, hi), t | f
+    if op == Op.ROUND:
+        return a[0], None
+    raise Unsupported(op)
+
+
+def _sign(x: Interval) -> Interval:
+    lo = np.where(x.lo > 0, 1.0, -1.0)
+    hi = np.where(x.hi < 0, -1.0, 1.0)
+    return Interval.of(lo, hi)
+
+
+def _partials(op: str, a: list, w: Interval, g: Interval):
+    """Adjoint contributions g * dw/da_j for each argument, and where they are valid."""
+    shape = g.shape
+    if op in (Op.ADD, Op.ROUND):
+        return ([g, g] if op == Op.ADD else [g]), None
+    if op == Op.SUB:
+        return [g, -g], None
+    if op == Op.MUL:
+        if len(a) == 2 and a[0] is a[1]:
+            return [g * a[1] * 2.0, None], None
+        return [g * a[1], g * a[0]], None
+    if op == Op.DIV:
+        inv = I.div(1.0, a[1])
+        return [g * inv, -(g * w * inv)], None
+    if op == Op.FMA:
+        return [g * a[1], g * a[0], g], None
+    if op == Op.SQRT:
+        return [I.div(g, w * 2.0)], None
+    if op == Op.RSQRT:
+        return [-(g * I.div(w, a[0] * 2.0))], None
+    if op == Op.EXP:
+        return [g * w], None
+    if op == Op.EXP2:
+        return [g * w * math.log(2)], None
+    if op == Op.LOG:
+        return [I.div(g, a[0])], None
+    if op == Op.LOG2:
+        return [I.div(g, a[0] * math.log(2))], None
+    if op == Op.TANH:
+        return [g * (1.0 - I.sqr(w))], None
+    if op == Op.SIGMOID:
+        return [g * (w * (1.0 - w))], None
+    if op == Op.SIN:
+        return [g * I.cos(a[0])], None
+    if op == Op.COS:
+        return [-(g * I.sin(a[0]))], None
+    if op == Op.NEG:
+        return [-g], None
+    if op == Op.ABS:
+        return [g * _sign(a[0])], None
+    if op in (Op.MIN, Op.MAX):
+        x, y = a
+        if op == Op.MIN:
+            first, second = x.hi <= y.lo, y.hi <= x.lo
+        else:
+            first, second = x.lo >= y.hi, y.lo >= x.hi
+        fx = Interval.of(np.where(second, 0.0, np.where(first, 1.0, 0.0)), np.where(second, 0.0, 1.0))
+        fy = Interval.of(np.where(first, 0.0, np.where(second, 1.0, 0.0)), np.where(first, 0.0, 1.0))
+        return [g * fx, g * fy], None
+    if op in (Op.FLOOR, Op.CEIL):
+        f = I.floor if op == Op.FLOOR else I.ceil
+        r = f(a[0])
+        return [g * 0.0], r.lo == r.hi
+    if op == Op.WHERE:
+        c = a[0]
+        t, f = c.lo == 1, c.hi == 0
+        z = np.zeros(shape)
+        gx = Interval.of(np.where(f, z, g.lo), np.where(f, z, g.hi))
+        gy = Interval.of(np.where(t, z, g.lo), np.where(t, z, g.hi))
+        return [None, gx, gy], t | f
+    if op in (Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.NOT):
+        return [None] * len(a), None
+    raise Unsupported(op)
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ScalarBound:
+    abs_error: float
+    rel_error: float | None
+    ideal_range: tuple[float, float]
+    computed_range: tuple[float, float]
+    boxes: int
+    iterations: int
+    converged: bool
+    lower_estimate: float
+    reason: str | None = None
+    site_share: dict[int, float] = field(default_factory=dict)   # node -> share of the bound
+
+
+def _box_errors(ev: _Eval, X: list[Interval], out: int):
+    """Per-box sound error bound, ideal and computed output intervals, per-site terms."""
+    prog = ev.prog
+    pv, ppre, pok = ev.forward(X, perturbed=True)
+    iv, _, iok = ev.forward(X, perturbed=False)
+    adj, valid = ev.reverse(pv, ppre, out)
+    valid = valid & pok & iok
+    total = np.zeros(X[0].shape)
+    terms: dict[int, np.ndarray] = {}
+    for i, n in enumerate(prog.nodes):
+        if n.spec is not None and n.args:
+            t = adj[i].mag() * site_radius(n, ppre[i], [pv[j] for j in n.args])
+        elif n.op == Op.CONST and n.const_err:
+            t = adj[i].mag() * n.const_err
+        else:
+            continue
+        t = np.where(np.isnan(t), INF, t)
+        terms[i] = t
+        total = total + t
+    total = total * (1 + 2.0 ** -40)  # cover the rounding of this float sum itself
+    direct = (pv[out] - iv[out]).mag()
+    bound = np.where(valid, np.minimum(total, direct), direct)
+    overflow = np.zeros(X[0].shape, bool)
+    for i, n in enumerate(prog.nodes):
+        if n.spec is not None and not n.spec.sat and n.args and ppre[i] is not None:
+            overflow |= ppre[i].mag() >= n.spec.overflow_at
+        if n.op in (Op.DIV,) and I.may_be_undefined("div", pv[n.args[0]], pv[n.args[1]]).any():
+            overflow |= I.may_be_undefined("div", pv[n.args[0]], pv[n.args[1]])
+        if n.op in (Op.SQRT, Op.LOG, Op.LOG2, Op.RSQRT):
+            overflow |= I.may_be_undefined(n.op, pv[n.args[0]]) | \
+                I.may_be_undefined(n.op, iv[n.args[0]])
+    bound = np.where(overflow, INF, bound)
+    return bound, iv[out], pv[out], terms
+
+
+def pow2_floor(m: np.ndarray) -> np.ndarray:
+    """2^floor(log2 m) (0 for 0, inf for inf): half an ulp of m is u * pow2_floor(m)."""
+    with np.errstate(all="ignore"):
+        f, e = np.frexp(np.where(np.isfinite(m), m, 0.0))
+        p = np.ldexp(np.ones_like(m), e - 1)
+    return np.where(np.isfinite(m), np.where(m > 0, p, 0.0), np.inf)
+
+
+def _is_pow2(x: float | None) -> bool:
+    if x is None or x == 0 or not math.isfinite(x):
+        return False
+    m, _ = math.frexp(abs(x))
+    return m == 0.5
+
+
+def site_radius(n: SNode, w: Interval, args: list[Interval]) -> np.ndarray:
+    """Per box, the largest absolute rounding error of this site: u * 2^floor(log2 |w|) + eta
+    (half an ulp of the largest |w|, FPTaylor's improved model), and 0 where the operation is
+    provably exact on the whole box (Sterbenz subtraction, scaling by a power of two in the
+    normal range, adding an exact zero)."""
+    s = n.spec
+    mag = w.mag()
+    r = s.u * pow2_floor(mag) + s.eta
+    if n.op in (Op.ADD, Op.SUB) and len(args) == 2:
+        x, y = args
+        if n.op == Op.ADD:  # x + y = x - (-y)
+            y = -y
+        pos = (x.lo > 0) & (y.lo > 0) & (x.lo * 2 >= y.hi) & (y.lo * 2 >= x.hi)
+        neg = (x.hi < 0) & (y.hi < 0) & (x.hi * 2 <= y.lo) & (y.hi * 2 <= x.lo)
+        zero = ((x.lo == 0) & (x.hi == 0)) | ((y.lo == 0) & (y.hi == 0))
+        r = np.where(pos | neg | zero, 0.0, r)
+    elif n.op in (Op.MUL, Op.DIV) and len(args) == 2:
+        cand = [k for k, a in enumerate(args) if (a.lo == a.hi).all() and _is_pow2(float(a.lo.flat[0]))]
+        if n.op == Op.DIV:
+            cand = [k for k in cand if k == 1]
+        if cand:
+            normal = w.mig() >= n.fmt.min_normal
+            r = np.where(normal, 0.0, np.minimum(r, s.eta))
+    return r
+
+
+def _point_estimate(ev: _Eval, mids: np.ndarray, out: int) -> np.ndarray:
+    """First-order error estimate at points (a lower-bound heuristic that guides the search)."""
+    X = [Interval.point(mids[:, k]) for k in range(mids.shape[1])]
+    vals, pre, _ = ev.forward(X, perturbed=False)
+    adj, _ = ev.reverse(vals, pre, out)
+    est = np.zeros(mids.shape[0])
+    for i, n in enumerate(ev.prog.nodes):
+        if n.spec is not None and n.args:
+            est = est + np.abs(adj[i].midpoint()) * site_radius(n, pre[i], [vals[j] for j in n.args])
+        elif n.op == Op.CONST and n.const_err:
+            est = est + np.abs(adj[i].midpoint()) * n.const_err
+    return np.where(np.isfinite(est), est, 0.0)
+
+
+def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
+            max_boxes: int = 4096, max_iters: int = 60, time_limit: float = 0.4) -> ScalarBound:
+    """Branch and bound for max over the input box of the sound per-box error bound."""
+    t0 = time.perf_counter()
+    out = prog.outputs[out_index]
+    ev = _Eval(prog)
+    nv = len(prog.var_names)
+    lo = prog.box_lo[None, :].copy()
+    hi = prog.box_hi[None, :].copy()
+    if nv == 0:
+        lo = np.zeros((1, 1))
+        hi = np.zeros((1, 1))
+    widths0 = np.maximum(hi - lo, 1e-300)
+    best_lower = 0.0
+    it = 0
+    converged = False
+    done_bound = 0.0      # max bound over boxes retired because they cannot matter
+    ideal_hull = [INF, -INF]
+    comp_hull = [INF, -INF]
+    site_tot: dict[int, float] = {}
+    while True:
+        it += 1
+        X = [Interval.of(lo[:, k], hi[:, k]) for k in range(lo.shape[1])] if nv else \
+            [Interval.point(np.zeros(lo.shape[0]))]
+        bound, ival, pval, terms = _box_errors(ev, X, out)
+        mids = (lo + hi) / 2 if nv else lo
+        est = _point_estimate(ev, mids, out) if nv else bound
+        best_lower = max(best_lower, float(np.max(est)) if est.size else 0.0)
+        upper = max(float(np.max(bound)), done_bound)
+        if upper <= best_lower * (1 + tol) or it >= max_iters or nv == 0 or \
+                time.perf_counter() - t0 > time_limit or not math.isfinite(upper) and it > 40:
+            converged = upper <= best_lower * (1 + tol)
+            break
+        # boxes whose bound is already within tolerance of the best lower estimate retire
+        keep = bound > best_lower * (1 + tol)
+        if (~keep).any():
+            done_bound = max(done_bound, float(np.max(bound[~keep])))
+            _hull(ideal_hull, ival, ~keep)
+            _hull(comp_hull, pval, ~keep)
+            for k, t in terms.items():
+                site_tot[k] = max(site_tot.get(k, 0.0), float(np.max(t[~keep])))
+        lo, hi, bound = lo[keep], hi[keep], bound[keep]
+        if lo.shape[0] == 0:
+            upper = done_bound
+            converged = True
+            break
+        # split the worst boxes along their widest (relative) dimension
+        order = np.argsort(-bound)
+        n_split = min(len(order), max(1, max_boxes // 2 - 0))
+        if lo.shape[0] + n_split > max_boxes:
+            n_split = max(1, max_boxes - lo.shape[0])
+        pick = order[:n_split]
+        rest = order[n_split:]
+        rel_w = (hi[pick] - lo[pick]) / widths0
+        dim = np.argmax(rel_w, axis=1)
+        mid = (lo[pick, dim] + hi[pick, dim]) / 2
+        lo_a, hi_a = lo[pick].copy(), hi[pick].copy()
+        lo_b, hi_b = lo[pick].copy(), hi[pick].copy()
+        hi_a[np.arange(len(pick)), dim] = mid
+        lo_b[np.arange(len(pick)), dim] = mid
+        lo = np.concatenate([lo[rest], lo_a, lo_b])
+        hi = np.concatenate([hi[rest], hi_a, hi_b])
+    _hull(ideal_hull, ival, np.ones(ival.shape, bool))
+    _hull(comp_hull, pval, np.ones(pval.shape, bool))
+    for k, t in terms.items():
+        site_tot[k] = max(site_tot.get(k, 0.0), float(np.max(t)) if t.size else 0.0)
+    abs_err = upper
+    rel = None
+    if ideal_hull[0] > 0 or ideal_hull[1] < 0:
+        mig = min(abs(ideal_hull[0]), abs(ideal_hull[1]))
+        if mig > 0 and math.isfinite(abs_err):
+            rel = abs_err / mig * (1 + 2.0 ** -40)
+    total = sum(site_tot.values()) or 1.0
+    share = {k: v / total for k, v in site_tot.items()}
+    return ScalarBound(abs_err, rel, (ideal_hull[0], ideal_hull[1]), (comp_hull[0], comp_hull[1]),
+                       int(lo.shape[0]), it, converged, best_lower, site_share=share)
+
+
+def _hull(acc: list[float], iv: Interval, mask: np.ndarray) -> None:
+    if mask.any():
+        acc[0] = min(acc[0], float(np.min(iv.lo[mask])))
+        acc[1] = max(acc[1], float(np.max(iv.hi[mask])))
