@@ -159,6 +159,18 @@ class Function:
             outs = tuple(o if np.ndim(o) else o[()] for o in outs)
         return outs if self.ir.result_is_tuple else outs[0]
 
+    def analyze(self, tier: str = "auto", time_limit: float = 0.4, **dims: int):
+        """Sound ranges and forward error bounds of every output (SPEC section 3 and 6).
+
+        Sizes left symbolic can be bound here: ``f.analyze(N=1024)``. Returns a Report.
+        """
+        from .passes.analyze import AnalysisOptions, analyze_function
+
+        if tier not in ("auto", "scalar", "tensor"):
+            raise GradeError(f"unknown analysis tier '{tier}' (auto, scalar, tensor)")
+        return analyze_function(self.module.ir, self.ir, dims,
+                                AnalysisOptions(tier=tier, time_limit=time_limit))
+
     def compile(self, backend: str = "reference") -> "CompiledFunction":
         if backend != "reference":
             raise GradeError(f"backend '{backend}' is not available in this version "

@@ -26,8 +26,29 @@ class FoldError(Exception):
     """A constant expression has no real value (division by zero, sqrt of a negative...)."""
 
 
+# Exact folding keeps every constant as a Fraction; these bounds keep that cheap and printable
+# (far beyond any format: f64 spans 2^-1074 .. 2^1024). Larger values are a diagnostic.
+MAX_FOLD_BITS = 10000
+MAX_LITERAL_CHARS = 1000
+_TOO_BIG = f"constant expression is beyond the range of exact folding ({MAX_FOLD_BITS} bits)"
+
+
+def check_size(r):
+    """r itself, or FoldError when an exact constant outgrows MAX_FOLD_BITS."""
+    if isinstance(r, Fraction) and not isinstance(r, bool) and (
+            r.numerator.bit_length() > MAX_FOLD_BITS
+            or r.denominator.bit_length() > MAX_FOLD_BITS):
+        raise FoldError(_TOO_BIG)
+    return r
+
+
 def parse_number(text: str) -> Fraction:
-    return Fraction(text)
+    mant, _, exp = text.lower().partition("e")
+    if len(text) > MAX_LITERAL_CHARS or len(exp.lstrip("+-")) > 5 or \
+            (exp and abs(int(exp)) > 3 * MAX_FOLD_BITS // 10):
+        raise FoldError(f"number literal {text[:20]}{'...' if len(text) > 20 else ''} "
+                        "is out of range")
+    return check_size(Fraction(text))
 
 
 def _to_mpf(x: Fraction):
@@ -38,11 +59,17 @@ def _from_mpf(v) -> Fraction:
     if not _MP.isfinite(v):
         raise FoldError("constant expression is not finite")
     sign, man, exp, _ = _MP.mpf(v)._mpf_  # man_exp drops the sign, _mpf_ keeps it
+    if abs(int(exp)) > MAX_FOLD_BITS:
+        raise FoldError(_TOO_BIG)
     r = Fraction(int(man)) * (Fraction(2) ** int(exp))
-    return -r if sign else r
+    return check_size(-r if sign else r)
 
 
 def fold_binary(op: str, a: Fraction, b: Fraction) -> Fraction | bool:
+    return check_size(_fold_binary(op, a, b))
+
+
+def _fold_binary(op: str, a: Fraction, b: Fraction) -> Fraction | bool:
     if op == "+":
         return a + b
     if op == "-":
@@ -102,7 +129,7 @@ def _f64_round_to_odd(x: Fraction) -> float:
     try:
         f = float(x)
     except OverflowError:
-        return math.copysign(math.inf, x)
+        return math.inf if x > 0 else -math.inf
     if math.isinf(f) or Fraction(f) == x:
         return f
     other = math.nextafter(f, math.inf if Fraction(f) < x else -math.inf)
@@ -114,12 +141,20 @@ def _f64_nearest(x: Fraction) -> float:
     try:
         return float(x)
     except OverflowError:
-        return math.copysign(math.inf, x)
+        return math.inf if x > 0 else -math.inf
+
+
+_F64_MAX_FLOAT = float(np.finfo(np.float64).max)
+_F64_MAX = Fraction(_F64_MAX_FLOAT)
 
 
 def _f64_directed(x: Fraction, mode: str) -> float:
     """float64 rounding of x in a directed mode (exact composition with narrower directed rounding)."""
-    f = float(x) if abs(x) < Fraction(2) ** 1024 else math.copysign(math.inf, x)
+    if abs(x) > _F64_MAX:  # beyond float64: directed rounding goes to inf or stays at max
+        to_inf = (mode == "ru" and x > 0) or (mode == "rd" and x < 0)
+        big = math.inf if to_inf else _F64_MAX_FLOAT
+        return big if x > 0 else -big
+    f = float(x)
     if math.isinf(f) or Fraction(f) == x:
         return f
     below = Fraction(f) < x

@@ -7,6 +7,7 @@ expression lowers to a poison marker so that checking can continue without casca
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Union
@@ -19,7 +20,8 @@ from ..ir.dims import Dim, divisible, shape_str
 from ..ir.formats import FORMATS, Format, promote
 from ..ir.nodes import Op, TensorType, Value
 from . import ast as A
-from .constfold import FoldError, fold_binary, fold_unary, parse_number, round_exact
+from .constfold import (MAX_FOLD_BITS, FoldError, check_size, fold_binary, fold_unary,
+                        parse_number, round_exact)
 
 F32, F64, I32, BOOL = FORMATS["f32"], FORMATS["f64"], FORMATS["i32"], FORMATS["bool"]
 ROUND_MODES = ("rne", "rz", "ru", "rd", "sr")
@@ -177,6 +179,8 @@ class FunctionLowering:
 
     # errors ------------------------------------------------------------------------------
     def err(self, msg: str, span: Span | None):
+        if span is not None and span.line == 0:  # e.g. `[]`: point at the statement instead
+            span = getattr(self, "_stmt_span", None)
         self.sink.error(msg, span)
         raise _Poison()
 
@@ -194,6 +198,7 @@ class FunctionLowering:
         ret_types = self._ret_types(d)
         results: tuple[Value, ...] | None = None
         for i, stmt in enumerate(d.body):
+            self._stmt_span = stmt.span
             if results is not None:
                 self.sink.error("statement after return is unreachable", stmt.span)
                 break
@@ -233,7 +238,8 @@ class FunctionLowering:
             if (isinstance(r, A.BinOp) and r.op == "==" and isinstance(r.left, A.BinOp)
                     and r.left.op == "%" and isinstance(r.left.left, A.Name)
                     and isinstance(r.left.right, A.Number) and r.left.right.is_int
-                    and isinstance(r.right, A.Number) and parse_number(r.right.text) == 0):
+                    and len(r.left.right.text) <= 18 and isinstance(r.right, A.Number)
+                    and r.right.text.strip("0.") == ""):
                 k = int(r.left.right.text)
                 if k > 0 and r.left.left.id in self.dims:
                     s = r.left.left.id
@@ -255,6 +261,8 @@ class FunctionLowering:
                     lo, hi = (self.fold_const(e) for e in p.range)
                     if isinstance(lo.value, bool) or isinstance(hi.value, bool):
                         self.err("a range needs numeric bounds", p.range[0].span)
+                    if max(abs(lo.value), abs(hi.value)) > _F64_MAX:
+                        self.err("a range bound must be within the f64 range", p.range[0].span)
                     if lo.value > hi.value:
                         self.err(f"empty range [{float(lo.value)}, {float(hi.value)}]",
                                  p.range[0].span)
@@ -267,6 +275,7 @@ class FunctionLowering:
                 params.append(N.Parameter(p.name, v, rng, p.span))
             except _Poison:
                 ok = False
+                self.env.setdefault(p.name, _POISON)
         return params if ok else None
 
     def _requires(self, d: A.FnDecl) -> list[N.Constraint]:
@@ -319,13 +328,22 @@ class FunctionLowering:
         fmt = self.fmt_of(t.fmt, t.span)
         if t.dims is None:
             return TensorType(fmt, ())
-        return TensorType(fmt, tuple(self.to_dim(e) for e in t.dims))
+        return TensorType(fmt, tuple(self._size(e) for e in t.dims))
+
+    def _size(self, e: A.Expr) -> Dim:
+        """A dimension of a type or shape: a size expression that is not a negative constant."""
+        d = self.to_dim(e)
+        if d.int_value() is not None and d.int_value() < 0:
+            self.err(f"a dimension cannot be negative ({d})", e.span)
+        return d
 
     def to_dim(self, e: A.Expr) -> Dim:
         """A size expression: integers, dimension names, + - * and exact division."""
         if isinstance(e, A.Number):
             if not e.is_int:
                 self.err(f"a dimension must be an integer, not {e.text}", e.span)
+            if len(e.text) > 18:
+                self.err(f"dimension {e.text[:20]}... is too large", e.span)
             return Dim.const(int(e.text))
         if isinstance(e, A.Name):
             if e.id in self.dims:
@@ -462,7 +480,8 @@ class FunctionLowering:
         r = round_exact(w.value, fmt, "rne", False)
         if not np.isfinite(r) or (fmt.kind == "float" and abs(Fraction(r)) < abs(w.value)
                                   and abs(r) == fmt.max_finite and abs(w.value) > fmt.max_finite):
-            self.sink.warn(f"constant {float(w.value):g} overflows {fmt.name}", span)
+            what = "is not representable in" if np.isnan(r) else "overflows"
+            self.sink.warn(f"constant {_short(w.value)} {what} {fmt.name}", span)
         v = _const_value(np.array(r), fmt, [w.value])
         self.spans.setdefault(v, span)
         return v
@@ -470,7 +489,10 @@ class FunctionLowering:
     # expressions -------------------------------------------------------------------------
     def expr(self, e: A.Expr, hint: Format | None = None) -> LV:
         if isinstance(e, A.Number):
-            return Weak(parse_number(e.text))
+            try:
+                return Weak(parse_number(e.text))
+            except FoldError as ex:
+                self.err(str(ex), e.span)
         if isinstance(e, A.Bool):
             return Weak(e.value, BOOL)
         if isinstance(e, A.Name):
@@ -737,7 +759,7 @@ class FunctionLowering:
     def _shape_list(self, e: A.Expr) -> tuple[Dim, ...]:
         if not isinstance(e, (A.ListLit, A.TupleLit)):
             self.err("expected a shape like [M, N/16, 16]", e.span)
-        return tuple(self.to_dim(it) for it in e.items)
+        return tuple(self._size(it) for it in e.items)
 
     def _tensor(self, e: A.Expr, hint_from: Value | None = None) -> Value:
         x = self.value_of(self.expr(e), e.span)
@@ -781,6 +803,8 @@ class FunctionLowering:
                 if not isinstance(kw["acc"], A.Name):
                     self.err("acc must be a format", kw["acc"].span)
                 acc = self.fmt_of(kw["acc"].id, kw["acc"].span)
+                if acc.kind == "bool":
+                    self.err("acc must be a number format, not bool", kw["acc"].span)
             return self.matmul(e.args[0], e.args[1], acc, e.span, hint)
         if f == "reshape":
             self._nargs(e, 2)
@@ -842,7 +866,7 @@ class FunctionLowering:
         if f == "arange":
             self._nargs(e, 1)
             self._kwargs(e, set())
-            n = self.to_dim(e.args[0])
+            n = self._size(e.args[0])
             return self.mk(Op.ARANGE, (), (), TensorType(I32, (n,)), e.span)
         if f in self.mod.fn_decls:
             return self.user_call(e)
@@ -872,6 +896,8 @@ class FunctionLowering:
             if not isinstance(kw["acc"], A.Name):
                 self.err("acc must be a format", kw["acc"].span)
             fmt = self.fmt_of(kw["acc"].id, kw["acc"].span)
+            if fmt.kind == "bool":
+                self.err("acc must be a number format, not bool", kw["acc"].span)
         elif hint is not None and op in (Op.SUM, Op.MEAN) and hint.kind != "bool":
             fmt = hint
         if op == Op.MEAN and fmt.kind == "int":
@@ -923,6 +949,9 @@ class FunctionLowering:
         if isinstance(x, Weak):
             if isinstance(x.value, bool):
                 self.err("'**' is not defined on bool", e.span)
+            if n * max(x.value.numerator.bit_length(), x.value.denominator.bit_length()) \
+                    > MAX_FOLD_BITS:
+                self.err("constant expression is beyond the range of exact folding", e.span)
             return Weak(x.value ** n, x.fmt)
         self._check_float(x, "'**'", e.span)
         if n == 0:
@@ -946,7 +975,11 @@ class FunctionLowering:
             fmt = fmts[0] if fmts else None
             for f2 in fmts[1:]:
                 fmt = promote(fmt, f2)
-            return Weak(vals[0].value * vals[1].value + vals[2].value, fmt)
+            try:
+                r = check_size(vals[0].value * vals[1].value + vals[2].value)
+            except FoldError as ex:
+                self.err(str(ex), e.span)
+            return Weak(r, fmt)
         typed = [v for v in vals if isinstance(v, Value)]
         fmt = typed[0].fmt
         for v in typed[1:]:
@@ -1162,6 +1195,16 @@ class FunctionLowering:
 
 
 _POISON = Weak(Fraction(0), None)
+_F64_MAX = Fraction(float(np.finfo(np.float64).max))
+
+
+def _short(x: Fraction) -> str:
+    """A constant for a message (%g, or an order of magnitude beyond the float64 range)."""
+    try:
+        return f"{float(x):g}"
+    except OverflowError:
+        mag = math.log10(abs(x.numerator)) - math.log10(x.denominator)
+        return f"{'-' if x < 0 else ''}1e+{int(mag)}"
 
 
 def _gcd(a: int, b: int) -> int:

@@ -96,7 +96,7 @@ def _quiet(fn: _Fn) -> _Fn:
 
 
 # ----------------------------------------------------------------------------------------------
-# Directed rounding helpers (inputs NaN-free)
+# Directed rounding helpers (NaN in, NaN out: callers replace NaN before or after)
 # ----------------------------------------------------------------------------------------------
 
 def _down(y: np.ndarray) -> np.ndarray:
@@ -114,12 +114,15 @@ def _up(y: np.ndarray) -> np.ndarray:
 def _widen_down(y: np.ndarray, k: int) -> np.ndarray:
     """A double below every real t with |t - y| <= k ulp(t): a libm result y with error at
     most k ulps is pushed below the true value. Since ulp(t) <= max(2**-52 |t|, ETA), moving
-    by (k+1) 2**-52 |y| + (k+2) ETA covers it plus the rounding of the computation itself."""
-    return np.minimum(np.fmin(y - (np.abs(y) * ((k + 1) * 2.0**-52) + (k + 2) * _ETA), y), MAX)
+    by (k+1) 2**-52 |y| + (k+2) ETA covers it plus the rounding of the computation itself.
+    An overflowed y = +inf is first taken as MAX (the true value is near or above it)."""
+    y = np.minimum(y, MAX)
+    return y - (np.abs(y) * ((k + 1) * 2.0**-52) + (k + 2) * _ETA)
 
 
 def _widen_up(y: np.ndarray, k: int) -> np.ndarray:
-    return np.maximum(np.fmax(y + (np.abs(y) * ((k + 1) * 2.0**-52) + (k + 2) * _ETA), y), -MAX)
+    y = np.maximum(y, -MAX)
+    return y + (np.abs(y) * ((k + 1) * 2.0**-52) + (k + 2) * _ETA)
 
 
 def _sum_err(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -406,6 +409,9 @@ class Interval:
     def __rtruediv__(self, o: Operand) -> "Interval":
         return div(o, self)
 
+    def __bool__(self) -> bool:
+        raise TypeError("the truth value of an Interval is ambiguous; use contains/same/...")
+
     def __neg__(self) -> "Interval":
         return neg(self)
 
@@ -427,7 +433,7 @@ class Interval:
 
 @_quiet
 def add(x: Operand, y: Operand) -> Interval:
-    """x + y; exact sums stay exact (TwoSum), inexact ones are widened one ulp."""
+    """x + y; exact sums stay exact (TwoSum), inexact ones take one outward step."""
     x, y = _coerce(x), _coerce(y)
     return Interval._new(_add_down(x.lo, y.lo), _add_up(x.hi, y.hi))
 
@@ -575,7 +581,7 @@ def pow_int(x: Operand, n: int) -> Interval:
 
 @_quiet
 def sqrt(x: Operand) -> Interval:
-    """sqrt over x >= 0 (correctly rounded, 1 ulp); x entirely negative -> [-inf, inf]."""
+    """sqrt over x >= 0 (correctly rounded: one step); x entirely negative -> [-inf, inf]."""
     x = _coerce(x)
     lo = np.where(x.lo <= 0, 0.0, np.maximum(_down(np.sqrt(x.lo)), 0.0))
     hi = np.where(x.hi == 0, 0.0, _up(np.sqrt(x.hi)))
@@ -702,6 +708,11 @@ def sigmoid(x: Operand) -> Interval:
     return Interval._new(lo, hi)
 
 
+def _mod4(k: np.ndarray) -> np.ndarray:
+    """k mod 4 in {0, 1, 2, 3} for integer-valued doubles, exactly (np.mod is ~25x slower)."""
+    return k - 4.0 * np.floor(k * 0.25)
+
+
 def _trig(x: Interval, f: Callable[[np.ndarray], np.ndarray], max_res: int,
           min_res: int) -> Interval:
     """sin/cos: extremes sit at x = k*pi/2 with k mod 4 == max_res (value 1) / min_res (-1).
@@ -715,10 +726,10 @@ def _trig(x: Interval, f: Callable[[np.ndarray], np.ndarray], max_res: int,
     sh = _up(np.maximum(b / _HPI_LO, b / _HPI_HI))
     nl = np.ceil(sl)
     count = np.floor(sh) - nl + 1  # how many integers k the enclosure holds (inf if unbounded)
-    r0 = np.mod(nl, 4)  # residue of the first one (exact: nl is an integer-valued double)
+    r0 = _mod4(nl)  # residue of the first one
     many = ~(count < 4)  # a full period, or an infinite / NaN span
-    has_max = many | (np.mod(max_res - r0, 4) < count)
-    has_min = many | (np.mod(min_res - r0, 4) < count)
+    has_max = many | (_mod4(max_res - r0) < count)
+    has_min = many | (_mod4(min_res - r0) < count)
     fa, fb = f(a), f(b)
     lo = _libm_down(np.minimum(fa, fb))
     hi = _libm_up(np.maximum(fa, fb))
