@@ -78,6 +78,10 @@ def load_stdlib(name: str) -> "Module":
     return compile_source(text, stdlib_path(name))
 
 
+class NoSuchFunction(GradeError, AttributeError):
+    """`mod.name` for a function the module does not have."""
+
+
 class Module:
     """A compiled module; functions are attributes (mod.quantize) and items (mod['quantize'])."""
 
@@ -107,8 +111,8 @@ class Module:
             raise AttributeError(name)
         try:
             return self[name]
-        except GradeError as ex:
-            raise AttributeError(str(ex)) from None
+        except GradeError as ex:  # both kinds, so hasattr() works and GradeError catches it
+            raise NoSuchFunction(ex.diagnostics) from None
 
     def __dir__(self):
         return list(super().__dir__()) + list(self.ir.functions)
@@ -140,18 +144,25 @@ class Function:
     def ir_text(self) -> str:
         return print_function(self.ir)
 
-    def __call__(self, *args: Any, seed: int | None = None, backend: str = "reference") -> Any:
-        return self.compile(backend)(*args, seed=seed)
+    def __call__(self, *args: Any, seed: int | None = None, backend: str = "reference",
+                 **kwargs: Any) -> Any:
+        return self.compile(backend)(*args, seed=seed, **kwargs)
 
-    def ideal(self, *args: Any, seed: int | None = None, as_float: bool = True) -> Any:
+    def ideal(self, *args: Any, seed: int | None = None, as_float: bool = True,
+              **kwargs: Any) -> Any:
         """The same program over the reals (every rounding removed), in 160-bit arithmetic.
 
         Returns float64 arrays (as_float) or numpy object arrays of mpmath numbers.
         """
         from .backends.reference import IdealDomain, Interpreter
 
-        arrays, _ = _to_arrays(args, self.ir)
-        outs = Interpreter(self.module.ir, IdealDomain()).run(self.ir.name, arrays, seed)
+        arrays, _ = _to_arrays(_bind_kwargs(args, kwargs, self.ir), self.ir)
+        try:
+            outs = Interpreter(self.module.ir, IdealDomain()).run(self.ir.name, arrays, seed)
+        except GradeError:
+            raise
+        except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as ex:
+            raise GradeError(f"{self.ir.name}(): cannot run on these inputs: {ex}") from None
         if as_float:
             outs = tuple(np.asarray(np.frompyfunc(float, 1, 1)(o), dtype=np.float64)
                          if np.ndim(o) else np.float64(float(o[()])) for o in outs)
@@ -188,11 +199,11 @@ class CompiledFunction:
         self.fn = fn
         self.backend = backend
 
-    def __call__(self, *args: Any, seed: int | None = None) -> Any:
+    def __call__(self, *args: Any, seed: int | None = None, **kwargs: Any) -> Any:
         from .backends.reference import Interpreter
 
         ir = self.fn.ir
-        arrays, family = _to_arrays(args, ir)
+        arrays, family = _to_arrays(_bind_kwargs(args, kwargs, ir), ir)
         try:
             outs = Interpreter(self.fn.module.ir).run(ir.name, arrays, seed)
         except GradeError:
@@ -212,11 +223,36 @@ def _is_torch(x: Any) -> bool:
 def _torch_to_numpy(x) -> np.ndarray:
     import torch
 
+    if x.is_complex() or x.layout != torch.strided:
+        raise GradeError(f"unsupported tensor (dtype {x.dtype}, layout {x.layout})")
     t = x.detach().cpu()
     if t.dtype in (torch.float32, torch.float64, torch.float16, torch.int32, torch.int64,
                    torch.bool, torch.int16, torch.int8, torch.uint8):
         return t.numpy().astype(np.float64)
     return t.to(torch.float64).numpy()
+
+
+def _bind_kwargs(args: tuple, kwargs: dict, fn: N.Function) -> tuple:
+    """Positional arguments, then keyword arguments by parameter name."""
+    if not kwargs:
+        return args
+    names = [p.name for p in fn.params]
+    out = list(args) + [_MISSING] * max(0, len(names) - len(args))
+    for k, v in kwargs.items():
+        if k not in names:
+            raise GradeError(f"{fn.name}() has no parameter '{k}' (parameters: "
+                             f"{', '.join(names) or 'none'})")
+        i = names.index(k)
+        if i < len(args):
+            raise GradeError(f"{fn.name}() got argument '{k}' twice")
+        out[i] = v
+    missing = [n for n, v in zip(names, out) if v is _MISSING]
+    if missing:
+        raise GradeError(f"{fn.name}() is missing argument(s) {', '.join(missing)}")
+    return tuple(out)
+
+
+_MISSING = object()
 
 
 def _to_arrays(args, fn: N.Function) -> tuple[list[np.ndarray], str]:
@@ -229,8 +265,14 @@ def _to_arrays(args, fn: N.Function) -> tuple[list[np.ndarray], str]:
             family = "torch"
             out.append(_torch_to_numpy(a))
             continue
+        if isinstance(a, (complex, np.complexfloating)):
+            raise GradeError(f"argument '{p.name}': complex numbers are not supported")
         if isinstance(a, (bool, int, float, np.number, np.bool_)):
-            out.append(np.asarray(float(a), dtype=np.float64))
+            try:
+                out.append(np.asarray(float(a), dtype=np.float64))
+            except (OverflowError, ValueError, TypeError):
+                raise GradeError(f"argument '{p.name}': {a!r:.40} is not a float64 number") \
+                    from None
             continue
         if isinstance(a, np.ndarray):
             if format_of_dtype(a.dtype) is not None:
@@ -243,7 +285,7 @@ def _to_arrays(args, fn: N.Function) -> tuple[list[np.ndarray], str]:
         if isinstance(a, (list, tuple)):
             try:
                 arr = np.asarray(a, dtype=np.float64)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):
                 raise GradeError(f"argument '{p.name}': not a rectangular array of numbers") from None
             out.append(arr)
             continue

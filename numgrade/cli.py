@@ -44,6 +44,16 @@ def _build() -> argparse.ArgumentParser:
     i.add_argument("file")
     i.add_argument("fn", nargs="?")
     sub.add_parser("stdlib", help="list the stdlib programs")
+    an = sub.add_parser("analyze", help="sound ranges and error bounds of a function (or all)")
+    an.add_argument("file", help="a .grd file or stdlib:NAME")
+    an.add_argument("fn", nargs="?", help="the function (default: every function of FILE)")
+    an.add_argument("--dim", action="append", default=[], metavar="N=1024",
+                    help="bind a size symbol for the analysis")
+    _report_args(an)
+    fp = sub.add_parser("fpcore", help="analyse the benchmarks of an FPBench .fpcore file")
+    fp.add_argument("file", help="a .fpcore file")
+    fp.add_argument("--name", help="only the benchmark with this :name")
+    _report_args(fp)
     return p
 
 
@@ -64,7 +74,7 @@ def _usage(msg: str) -> int:
 
 def _random_inputs(fn: api.Function, given: dict[str, np.ndarray], seed: int,
                    dims: dict[str, int]) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed % (1 << 128))  # numpy takes non-negative seeds only
     env = dict(dims)
     for p in fn.ir.params:  # sizes from given inputs first
         if p.name in given:
@@ -101,8 +111,10 @@ def _load_inputs(items: list[str]) -> dict[str, np.ndarray]:
             raise GradeError(f"bad --input '{it}', expected NAME=PATH.npy")
         try:
             out[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as ex:
+        except (OSError, ValueError, EOFError) as ex:
             raise GradeError(f"{path}: cannot load input '{name}': {ex}") from None
+        if not isinstance(out[name], np.ndarray):  # an .npz archive
+            raise GradeError(f"{path}: input '{name}' must be a .npy array file, not an archive")
     return out
 
 
@@ -117,7 +129,10 @@ def _cmd_run(a) -> int:
     if missing and a.random is None:
         raise GradeError(f"missing input(s) {', '.join(missing)}: give --input NAME=PATH.npy "
                          "or --random SEED")
-    args = _random_inputs(fn, given, a.random or 0, _dims(a.dim))
+    try:
+        args = _random_inputs(fn, given, a.random or 0, _dims(a.dim))
+    except (ValueError, MemoryError, OverflowError) as ex:
+        raise GradeError(f"cannot make random inputs for {a.fn}(): {ex}") from None
     res = fn.compile(a.backend)(*args, seed=a.random)
     outs = res if fn.ir.result_is_tuple else (res,)
     if a.out:
@@ -133,6 +148,186 @@ def _cmd_run(a) -> int:
         print(f"out{i}: {t} shape={tuple(arr.shape)}\n{body}")
     if a.out:
         print(f"wrote {a.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# analyze / fpcore: reports in text, JSON (SPEC section 6), Markdown or one HTML page
+
+_FORMATS = ("text", "json", "md", "html")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=_FORMATS, default="text")
+    p.add_argument("--out", metavar="PATH", help="write the report here instead of stdout")
+    p.add_argument("--tier", choices=("auto", "scalar", "tensor"), default="auto",
+                   help="scalar: precise tier for scalar code; tensor: compositional rules")
+    p.add_argument("--samples", type=int, default=64, metavar="N",
+                   help="html: random inputs measured per function (0: none; default 64)")
+    p.add_argument("--seed", type=int, default=0, help="html: seed of the random inputs")
+    p.add_argument("--measure-time", type=float, default=5.0, metavar="SECONDS",
+                   help="html: time budget for measuring one function (default 5)")
+
+
+def _safe_analyze(fn: api.Function, tier: str, dims: dict[str, int]):
+    """fn.analyze(); an internal failure becomes null bounds with the reason (GradeErrors,
+    the user's mistakes, propagate)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return fn.analyze(tier=tier, **dims)
+    except GradeError:
+        raise
+    except RecursionError:
+        return _null_report(fn.ir, "the program is nested too deeply for the analysis")
+    except Exception as ex:  # noqa: BLE001 - never a traceback: a null bound with the reason
+        msg = str(ex).strip().splitlines()
+        return _null_report(fn.ir, f"internal error in the analysis ({type(ex).__name__}: "
+                                   f"{msg[0][:200] if msg else ''})")
+
+
+def _null_report(fn_ir, reason: str):
+    from .report import OutputReport, Report
+
+    outs = [OutputReport(i, v.fmt.name, [d.int_value() if d.int_value() is not None else str(d)
+                                         for d in v.shape], None, None, None, reason)
+            for i, v in enumerate(fn_ir.results)]
+    return Report(fn_ir.name, outs, sorted(fn_ir.effects),
+                  {"sensitivity": {p.name: None for p in fn_ir.params},
+                   "requires": [c.text for c in fn_ir.requires], "target": []},
+                  None, 0.0, fn_ir.signature(),
+                  source_file=fn_ir.span.file if fn_ir.span else None)
+
+
+def _measure_for_html(fn: api.Function, rep, a, dims: dict[str, int]):
+    """Measured errors for the HTML plots, with the bounds at the measured sizes."""
+    import warnings
+
+    from . import render
+
+    if a.samples <= 0:
+        return None
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        m = render.measure(fn, a.samples, dims, a.seed, time_budget=a.measure_time)
+        bound_dims = {k: v for k, v in (rep.dims or {}).items()}
+        if m.dims != bound_dims:
+            try:
+                again = fn.analyze(tier=a.tier, **m.dims)
+                m.bounds = [o.abs_error for o in again.outputs]
+                m.bound_reasons = [o.reason for o in again.outputs]
+                m.bounds_note = ("the plotted bounds are re-derived for the measured sizes "
+                                 + ", ".join(f"{k}={v}" for k, v in m.dims.items()))
+            except Exception as ex:  # noqa: BLE001
+                m.bounds = [None] * len(fn.ir.results)
+                m.bounds_note = f"no bound at the measured sizes: {str(ex).splitlines()[0]}"
+    return m
+
+
+def _emit(text: str, out: str | None) -> None:
+    if not out:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as ex:
+        raise GradeError(f"{out}: cannot write: {ex}") from None
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def _render(a, reports, sources, measurements, fpcore: bool = False) -> str:
+    import json
+
+    from . import render
+
+    if a.format == "json":
+        objs = [r.to_dict() for r in reports]
+        one = len(objs) == 1 and not fpcore
+        return json.dumps(objs[0] if one else objs, indent=2, allow_nan=False) + "\n"
+    if a.format == "md":
+        return render.render_markdown(reports)
+    if a.format == "html":
+        title = f"numgrade {'fpcore' if fpcore else 'analyze'}: {a.file}"
+        return render.render_html(reports, sources, measurements, title=title)
+    return render.render_fpcore_text(reports) if fpcore else render.render_text(reports)
+
+
+def _cmd_analyze(a) -> int:
+    from . import render
+
+    dims = _dims(a.dim)
+    if a.samples < 0 or a.measure_time < 0:
+        return _usage("--samples and --measure-time must not be negative")
+    mod = api.load(a.file)
+    fns = [mod[a.fn]] if a.fn else [mod[n] for n in mod.functions]
+    if not fns:
+        raise GradeError(f"{a.file}: no function to analyse")
+    if not a.fn:
+        known = set().union(*(f.ir.dims for f in fns))
+        unknown = sorted(set(dims) - known)
+        if unknown:
+            raise GradeError(f"no function of {a.file} has a size {', '.join(unknown)} "
+                             f"(sizes: {', '.join(sorted(known)) or 'none'})")
+    reports, sources, measurements = [], [], []
+    text = mod.ir.source
+    starts = [f.ir.span.line for f in fns if f.ir.span is not None]
+    if a.fn:  # the neighbours bound the excerpt even when only one function is shown
+        starts = [mod[n].ir.span.line for n in mod.functions if mod[n].ir.span is not None]
+    for f in fns:
+        fd = dims if a.fn else {k: v for k, v in dims.items() if k in f.ir.dims}
+        rep = _safe_analyze(f, a.tier, fd)
+        reports.append(rep)
+        if a.format == "html":
+            sources.append(render.function_source(f.ir, text, rep.source_file, starts)
+                           if text else None)
+            measurements.append(_measure_for_html(f, rep, a, fd))
+    _emit(_render(a, reports, sources, measurements), a.out)
+    return 0
+
+
+def _cmd_fpcore(a) -> int:
+    from . import render
+    from .frontend.fpcore import Unsupported, load_benchmarks, precision_format
+    from .report import OutputReport, Report
+
+    if a.samples < 0 or a.measure_time < 0:
+        return _usage("--samples and --measure-time must not be negative")
+    loaded = load_benchmarks(a.file)
+    if a.name is not None:
+        loaded = [x for x in loaded if a.name in (x.bench.name, x.bench.ident,
+                                                   x.bench.fpcore_name)]
+        if not loaded:
+            names = [x.bench.name for x in load_benchmarks(a.file)]
+            raise GradeError(f"{a.file}: no benchmark named '{a.name}' (it has: "
+                             f"{', '.join(names[:20]) or 'none'}{', ...' if len(names) > 20 else ''})")
+    reports, sources, measurements = [], [], []
+    for bench, mod, reason in loaded:
+        fn = None
+        if mod is None:
+            try:
+                fmt = precision_format(bench.precision).name
+            except (Unsupported, GradeError):
+                fmt = bench.precision_name
+            rep = Report(bench.name, [OutputReport(0, fmt, [], None, None, None, reason)], [],
+                         {"sensitivity": {n: None for n in bench.arg_names}, "requires": [],
+                          "target": []}, None, 0.0, source_file=bench.file)
+            rep.extra["unsupported"] = True
+        else:
+            fn = mod[bench.ident]
+            try:
+                rep = _safe_analyze(fn, a.tier, {})
+            except GradeError as ex:  # a benchmark-level failure: null bounds with the reason
+                rep = _null_report(fn.ir, ex.message)
+            rep.function = bench.name
+        rep.notes = list(bench.pre_notes) + list(bench.notes) + list(rep.notes)
+        reports.append(rep)
+        if a.format == "html":
+            lines = bench.text.splitlines() or [""]
+            sources.append(render.SourceView(bench.file, bench.span.line, "\n".join(lines)))
+            measurements.append(_measure_for_html(fn, rep, a, {}) if fn is not None else None)
+    _emit(_render(a, reports, sources, measurements, fpcore=True), a.out)
     return 0
 
 
@@ -152,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
             mod = api.load(args.file)
             print(mod[args.fn].ir_text() if args.fn else mod.ir_text(), end="\n")
             return 0
+        if args.cmd == "analyze":
+            return _cmd_analyze(args)
+        if args.cmd == "fpcore":
+            return _cmd_fpcore(args)
         if args.cmd == "stdlib":
             for n in api.stdlib_names():
                 print(n)

@@ -40,16 +40,18 @@ class Diagnostic:
         text = (sources or {}).get(self.span.file)
         if text is None:
             return head
-        lines = text.splitlines()
+        lines = text.split("\n")  # the parser counts lines by "\n" only
         if not (1 <= self.span.line <= len(lines)):
             return head
-        src = lines[self.span.line - 1].expandtabs(1)
+        src = lines[self.span.line - 1].rstrip("\r").expandtabs(1)
         if len(src) > 200:  # keep very long lines readable around the caret
             start = max(0, self.span.col - 100)
             src = src[start:start + 200]
             col = self.span.col - start
         else:
             col = self.span.col
+        # one column per character: control characters must not reach the terminal
+        src = "".join(c if c.isprintable() else "?" for c in src)
         width = 1
         if self.span.end_col is not None and self.span.end_col > self.span.col:
             width = min(self.span.end_col - self.span.col, max(1, len(src) - col + 1))

@@ -317,6 +317,12 @@ class Interpreter:
                         raise GradeError(f"dimension {s} of {fn.name}() is {env[s]} from an earlier "
                                          f"argument but {n} in '{p.name}'")
                     env[s] = int(n)
+        # requirements first: N % 16 == 0 explains a size N/16 better than the size does
+        for c in fn.requires:
+            if c.holds(env) is False:
+                vals = ", ".join(f"{s} = {env[s]}" for s in sorted(c.lhs.symbols() | c.rhs.symbols())
+                                 if s in env)
+                raise GradeError(f"{fn.name}() requires {c.text}, which fails for {vals}", c.span)
         for p, a in zip(fn.params, args):
             for d, n in zip(p.value.shape, np.shape(a)):
                 try:
@@ -326,11 +332,6 @@ class Interpreter:
                 if want != n:
                     raise GradeError(f"argument '{p.name}' of {fn.name}() has size {n} where its "
                                      f"type {p.value.type} needs {d} = {want}")
-        for c in fn.requires:
-            if c.holds(env) is False:
-                vals = ", ".join(f"{s} = {env[s]}" for s in sorted(c.lhs.symbols() | c.rhs.symbols())
-                                 if s in env)
-                raise GradeError(f"{fn.name}() requires {c.text}, which fails for {vals}", c.span)
         return env
 
     def run(self, name: str, args: Sequence[Any], seed: int | None = None) -> tuple:

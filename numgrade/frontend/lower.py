@@ -239,7 +239,7 @@ class FunctionLowering:
                     and r.left.op == "%" and isinstance(r.left.left, A.Name)
                     and isinstance(r.left.right, A.Number) and r.left.right.is_int
                     and len(r.left.right.text) <= 18 and isinstance(r.right, A.Number)
-                    and r.right.text.strip("0.") == ""):
+                    and r.right.text.lower().partition("e")[0].strip("0.") == ""):
                 k = int(r.left.right.text)
                 if k > 0 and r.left.left.id in self.dims:
                     s = r.left.left.id

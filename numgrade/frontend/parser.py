@@ -214,8 +214,10 @@ def parse(text: str, file: str = "<source>") -> A.Program:
         raise SourceError(f"source is too large ({len(text)} characters; limit {MAX_SOURCE_CHARS})",
                           Span(file, 1, 1))
     if "\x00" in text:
-        line = text[: text.index("\x00")].count("\n") + 1
-        raise SourceError("source contains a NUL character", Span(file, line, 1))
+        pos = text.index("\x00")
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        raise SourceError("source contains a NUL character", Span(file, line, col))
     with _LOCK:
         p = _parser()
         _BUILDER.file = file

@@ -17,6 +17,7 @@ from ..ir.nodes import Grade, Op
 from ..report import OutputReport, Report
 from .effects import EffectCheck
 from .forward import ForwardAnalysis
+from .hybrid import HybridAnalysis
 from . import scalar_error as SE
 
 
@@ -94,7 +95,8 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
             notes.append(f"scalar tier not applicable ({ex}); compositional tier used")
             outputs = []
     if not done:
-        fa = ForwardAnalysis(module, dims)
+        fa = HybridAnalysis(module, dims) if options.tier != "forward" else \
+            ForwardAnalysis(module, dims)
         res = fa.run(fn)
         for i, (v, av) in enumerate(zip(fn.results, res.outputs)):
             outputs.append(_output_from_av(i, v, av, fn))

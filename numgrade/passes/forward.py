@@ -60,23 +60,36 @@ class AV:
     stable: bool = True          # for bools: computed and ideal truth agree everywhere
     reason: str | None = None    # why the bound is infinite
     span: Span | None = None
+    alt: tuple[float, float] | None = None   # a second valid (r, a) pair, for reporting
+
+    def _err(self, r: float, a: float) -> float:
+        if r == 0:
+            return a
+        m = _f(self.R.mag())
+        return INF if not math.isfinite(m) else (r * m + a) * SAFE
+
+    def _rel(self, r: float, a: float) -> float:
+        if a == 0:
+            return r
+        mig = _f(self.R.mig())
+        if mig <= 0:
+            return INF
+        return (r + a / mig) * SAFE
 
     @property
     def err(self) -> float:
         """Total absolute error bound."""
-        if self.r == 0:
-            return self.a
-        m = _f(self.R.mag())
-        return INF if not math.isfinite(m) else (self.r * m + self.a) * SAFE
+        e = self._err(self.r, self.a)
+        if self.alt is not None:
+            e = min(e, self._err(*self.alt))
+        return e
 
     def rel_part(self) -> float:
         """r' with |computed - ideal| <= r' |ideal| (inf when the ideal can be 0)."""
-        mig = _f(self.R.mig())
-        if self.a == 0:
-            return self.r
-        if mig <= 0:
-            return INF
-        return (self.r + self.a / mig) * SAFE
+        e = self._rel(self.r, self.a)
+        if self.alt is not None:
+            e = min(e, self._rel(*self.alt))
+        return e
 
     def sign_definite(self) -> bool:
         lo, hi = _f(self.R.lo), _f(self.R.hi)
@@ -110,6 +123,7 @@ class ForwardAnalysis:
         if params is None:
             params = [self.param_av(p) for p in fn.params]
         env: dict[int, AV] = {}
+        self.env = env
         for p, av in zip(fn.params, params):
             env[id(p.value)] = av
         for v in N.toposort(fn.results):
@@ -138,6 +152,9 @@ class ForwardAnalysis:
         return AV(R, R)
 
     # helpers -----------------------------------------------------------------------------
+    def env_get(self, v: Value) -> AV | None:
+        return self.env.get(id(v))
+
     def size(self, d: Dim) -> int:
         try:
             return int(d.evaluate(self.dims))
@@ -178,6 +195,10 @@ class ForwardAnalysis:
         r = (pre.r + u * (1 + pre.r)) * SAFE
         a = (pre.a * (1 + u) + eta + extra_a * (1 + u)) * SAFE
         Cn = C * Interval.of(np.float64(1 - u), np.float64(1 + u)) + Interval.of(np.float64(-eta), np.float64(eta))
+        # rounding is monotone and fl(0) = 0, so it keeps the sign of its argument
+        clo, chi = _f(C.lo), _f(C.hi)
+        Cn = Interval.of(np.float64(max(_f(Cn.lo), 0.0) if clo >= 0 else _f(Cn.lo)),
+                         np.float64(min(_f(Cn.hi), 0.0) if chi <= 0 else _f(Cn.hi)))
         if spec.fmt.kind == "float":
             m = spec.fmt.max_finite
             Cn = Interval.of(np.clip(Cn.lo, -m, m) if math.isfinite(m) else Cn.lo,
@@ -232,7 +253,7 @@ class ForwardAnalysis:
             return x[0].outputs[v.attrs[0]]  # type: ignore[attr-defined]
         if op == Op.CALL:
             callee = self.module.functions[v.attrs[0]]
-            sub = ForwardAnalysis(self.module, self._callee_dims(callee, v))
+            sub = type(self)(self.module, self._callee_dims(callee, v))
             res = sub.run(callee, x)
             self.warnings.extend(res.warnings)
             out = AV(_iv(0, 0), _iv(0, 0))

@@ -68,6 +68,8 @@ class ScalarProgram:
     box_hi: np.ndarray
     has_branches: bool = False
     node_of: dict[int, int] = field(default_factory=dict)
+    # relations between input variables: (i, j, 'absle') means |x_i| <= x_j, 'le' x_i <= x_j
+    constraints: list[tuple[int, int, str]] = field(default_factory=list)
 
 
 def build(fn: N.Function, module: N.Module | None = None) -> ScalarProgram:
@@ -260,7 +262,12 @@ def _perturb(w: Interval, s: RoundSpec) -> Interval:
         w = Interval.of(np.clip(w.lo, -m, m), np.clip(w.hi, -m, m))
     u = Interval.of(np.full(w.shape, 1 - s.u), np.full(w.shape, 1 + s.u))
     e = Interval.of(np.full(w.shape, -s.eta), np.full(w.shape, s.eta))
-    return w * u + e
+    r = w * u + e
+    if s.u < 1 and s.fmt.kind == "float":
+        # rounding is monotone and fl(0) = 0: the sign of w is kept (or the result is 0)
+        r = Interval.of(np.where(w.lo >= 0, np.maximum(r.lo, 0.0), r.lo),
+                        np.where(w.hi <= 0, np.minimum(r.hi, 0.0), r.hi))
+    return r
 
 
 def _bool(lo_true: np.ndarray, hi_true: np.ndarray) -> Interval:
@@ -273,6 +280,8 @@ def _apply(op: str, a: list) -> tuple[Interval, np.ndarray | None]:
     if op == Op.ADD:
         return a[0] + a[1], None
     if op == Op.SUB:
+        if a[0] is a[1]:  # the same value: exactly 0 (interval subtraction would not see it)
+            return Interval.point(np.zeros(a[0].shape)), None
         return a[0] - a[1], None
     if op == Op.MUL:
         if a[0] is a[1]:
@@ -334,7 +343,7 @@ def _apply(op: str, a: list) -> tuple[Interval, np.ndarray | None]:
         lo = np.where(t, x.lo, np.where(f, y.lo, np.minimum(x.lo, y.lo)))
         hi = np.where(t, x.hi, np.where(f, y.hi, np.maximum(x.hi, y.hi)))
         return Interval.of(lo, hi), t | f
-    if op == Op.ROUND:
+    if op in (Op.ROUND, "perturb"):
         return a[0], None
     raise Unsupported(op)
 
@@ -348,7 +357,7 @@ def _sign(x: Interval) -> Interval:
 def _partials(op: str, a: list, w: Interval, g: Interval):
     """Adjoint contributions g * dw/da_j for each argument, and where they are valid."""
     shape = g.shape
-    if op in (Op.ADD, Op.ROUND):
+    if op in (Op.ADD, Op.ROUND, "perturb"):
         return ([g, g] if op == Op.ADD else [g]), None
     if op == Op.SUB:
         return [g, -g], None
@@ -507,12 +516,20 @@ def _point_estimate(ev: _Eval, mids: np.ndarray, out: int) -> np.ndarray:
     vals, pre, _ = ev.forward(X, perturbed=False)
     adj, _ = ev.reverse(vals, pre, out)
     est = np.zeros(mids.shape[0])
+    feasible = np.ones(mids.shape[0], bool)
+    for c in ev.prog.constraints:  # estimates only count at points that satisfy the relations
+        if c[2] == "absle":
+            feasible &= np.abs(mids[:, c[0]]) <= mids[:, c[1]]
+        elif c[2] == "le":
+            feasible &= mids[:, c[0]] <= mids[:, c[1]]
+        elif c[2] == "node_le":
+            feasible &= vals[c[0]].midpoint() <= c[3] * mids[:, c[1]]
     for i, n in enumerate(ev.prog.nodes):
         if n.spec is not None and n.args:
             est = est + np.abs(adj[i].midpoint()) * site_radius(n, pre[i], [vals[j] for j in n.args])
         elif n.op == Op.CONST and n.const_err:
             est = est + np.abs(adj[i].midpoint()) * n.const_err
-    return np.where(np.isfinite(est), est, 0.0)
+    return np.where(np.isfinite(est) & feasible, est, 0.0)
 
 
 def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
@@ -535,11 +552,28 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
     ideal_hull = [INF, -INF]
     comp_hull = [INF, -INF]
     site_tot: dict[int, float] = {}
+    rel_max = 0.0
+    var_cons = [c for c in prog.constraints if c[2] in ("absle", "le")]
+    node_cons = [c for c in prog.constraints if c[2] == "node_le"]
     while True:
         it += 1
+        if var_cons and nv:
+            lo, hi = contract(lo, hi, var_cons)
+            if lo.shape[0] == 0:
+                upper = done_bound
+                converged = True
+                break
+        if node_cons and nv:
+            lo, hi = contract_nodes(ev, lo, hi, node_cons)
+            if lo.shape[0] == 0:
+                upper = done_bound
+                converged = True
+                break
         X = [Interval.of(lo[:, k], hi[:, k]) for k in range(lo.shape[1])] if nv else \
             [Interval.point(np.zeros(lo.shape[0]))]
         bound, ival, pval, terms = _box_errors(ev, X, out)
+        with np.errstate(all="ignore"):
+            rel_box = np.where(ival.mig() > 0, bound / ival.mig(), INF)
         mids = (lo + hi) / 2 if nv else lo
         est = _point_estimate(ev, mids, out) if nv else bound
         best_lower = max(best_lower, float(np.max(est)) if est.size else 0.0)
@@ -552,6 +586,7 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
         keep = bound > best_lower * (1 + tol)
         if (~keep).any():
             done_bound = max(done_bound, float(np.max(bound[~keep])))
+            rel_max = max(rel_max, float(np.max(rel_box[~keep])))
             _hull(ideal_hull, ival, ~keep)
             _hull(comp_hull, pval, ~keep)
             for k, t in terms.items():
@@ -570,27 +605,75 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
         rest = order[n_split:]
         rel_w = (hi[pick] - lo[pick]) / widths0
         dim = np.argmax(rel_w, axis=1)
-        mid = (lo[pick, dim] + hi[pick, dim]) / 2
+        mid = split_points(lo[pick, dim], hi[pick, dim])
         lo_a, hi_a = lo[pick].copy(), hi[pick].copy()
         lo_b, hi_b = lo[pick].copy(), hi[pick].copy()
         hi_a[np.arange(len(pick)), dim] = mid
         lo_b[np.arange(len(pick)), dim] = mid
         lo = np.concatenate([lo[rest], lo_a, lo_b])
         hi = np.concatenate([hi[rest], hi_a, hi_b])
-    _hull(ideal_hull, ival, np.ones(ival.shape, bool))
-    _hull(comp_hull, pval, np.ones(pval.shape, bool))
-    for k, t in terms.items():
-        site_tot[k] = max(site_tot.get(k, 0.0), float(np.max(t)) if t.size else 0.0)
+    if lo.shape[0]:
+        _hull(ideal_hull, ival, np.ones(ival.shape, bool))
+        _hull(comp_hull, pval, np.ones(pval.shape, bool))
+        rel_max = max(rel_max, float(np.max(rel_box)))
+        for k, t in terms.items():
+            site_tot[k] = max(site_tot.get(k, 0.0), float(np.max(t)) if t.size else 0.0)
     abs_err = upper
     rel = None
-    if ideal_hull[0] > 0 or ideal_hull[1] < 0:
-        mig = min(abs(ideal_hull[0]), abs(ideal_hull[1]))
-        if mig > 0 and math.isfinite(abs_err):
-            rel = abs_err / mig * (1 + 2.0 ** -40)
+    if (ideal_hull[0] > 0 or ideal_hull[1] < 0) and math.isfinite(rel_max) and \
+            math.isfinite(abs_err):
+        rel = rel_max * (1 + 2.0 ** -40)
     total = sum(site_tot.values()) or 1.0
     share = {k: v / total for k, v in site_tot.items()}
     return ScalarBound(abs_err, rel, (ideal_hull[0], ideal_hull[1]), (comp_hull[0], comp_hull[1]),
                        int(lo.shape[0]), it, converged, best_lower, site_share=share)
+
+
+def split_points(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Where to bisect: at 0 for a range that straddles it, geometrically for a range that
+    spans many binades on one side of 0 (errors scale with magnitude), else in the middle."""
+    mid = (lo + hi) / 2
+    with np.errstate(all="ignore"):
+        pos = (lo >= 0) & (hi > 16 * np.maximum(lo, 0))
+        a = np.maximum(lo, hi * 2.0 ** -60)
+        gpos = np.sqrt(a) * np.sqrt(hi)
+        neg = (hi <= 0) & (-lo > 16 * np.maximum(-hi, 0))
+        b = np.maximum(-hi, -lo * 2.0 ** -60)
+        gneg = -(np.sqrt(b) * np.sqrt(-lo))
+    mid = np.where(pos, gpos, np.where(neg, gneg, mid))
+    straddle = (lo < 0) & (hi > 0)
+    mid = np.where(straddle, 0.0, mid)
+    ok = (mid > lo) & (mid < hi) & np.isfinite(mid)
+    return np.where(ok, mid, (lo + hi) / 2)
+
+
+def contract(lo: np.ndarray, hi: np.ndarray, constraints) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink boxes with the relations between variables and drop the empty ones."""
+    lo, hi = lo.copy(), hi.copy()
+    for _ in range(2):
+        for i, j, kind in constraints:
+            if kind == "absle":      # |x_i| <= x_j
+                hi[:, i] = np.minimum(hi[:, i], hi[:, j])
+                lo[:, i] = np.maximum(lo[:, i], -hi[:, j])
+                mig = np.where(lo[:, i] > 0, lo[:, i], np.where(hi[:, i] < 0, -hi[:, i], 0.0))
+                lo[:, j] = np.maximum(lo[:, j], mig)
+            elif kind == "le":       # x_i <= x_j
+                hi[:, i] = np.minimum(hi[:, i], hi[:, j])
+                lo[:, j] = np.maximum(lo[:, j], lo[:, i])
+    ok = np.all(lo <= hi, axis=1)
+    return lo[ok], hi[ok]
+
+
+def contract_nodes(ev: "_Eval", lo: np.ndarray, hi: np.ndarray, cons) -> tuple[np.ndarray, np.ndarray]:
+    """Relations between an expression and a variable (node <= scale * var, in the ideal
+    program): raise the variable's lower bound to the expression's, drop empty boxes."""
+    X = [Interval.of(lo[:, k], hi[:, k]) for k in range(lo.shape[1])]
+    vals, _, _ = ev.forward(X, perturbed=False)
+    lo = lo.copy()
+    for node, var, _, scale in cons:
+        lo[:, var] = np.maximum(lo[:, var], vals[node].lo / scale)
+    ok = np.all(lo <= hi, axis=1)
+    return lo[ok], hi[ok]
 
 
 def _hull(acc: list[float], iv: Interval, mask: np.ndarray) -> None:
