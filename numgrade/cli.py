@@ -300,8 +300,9 @@ def _cmd_fpcore(a) -> int:
                                                    x.bench.fpcore_name)]
         if not loaded:
             names = [x.bench.name for x in load_benchmarks(a.file)]
+            more = ", ..." if len(names) > 20 else ""
             raise GradeError(f"{a.file}: no benchmark named '{a.name}' (it has: "
-                             f"{', '.join(names[:20]) or 'none'}{', ...' if len(names) > 20 else ''})")
+                             f"{', '.join(names[:20]) or 'none'}{more})")
     reports, sources, measurements = [], [], []
     for bench, mod, reason in loaded:
         fn = None

@@ -876,14 +876,16 @@ def check(fn, dims: dict[str, int] | None = None, n_samples: int = 100, seed: in
           search: bool = True, *, corners: bool = True, max_corners: int | None = None,
           search_samples: int | None = None, batch_size: int = 256,
           time_limit: float | None = None, report=None, program: str | None = None,
-          wide: bool = True, analyze_kwargs: dict | None = None) -> list[OutputCheck]:
+          wide: bool = True, analyze_kwargs: dict | None = None,
+          batch: bool = True) -> list[OutputCheck]:
     """Check the analysis' claims for every output of ``fn`` on sampled inputs.
 
     ``dims`` binds symbolic sizes (missing ones get :func:`default_dims`); ``n_samples`` random
     samples, then up to ``max_corners`` corner/edge inputs (default ``max(32, n_samples // 2)``),
     then ``search_samples`` search evaluations (default ``n_samples // 2``). ``report`` may
-    pass a precomputed ``fn.analyze(**dims)``. ``time_limit`` (seconds) stops early. Returns one
-    :class:`OutputCheck` per output; a claim is checked where it is not None.
+    pass a precomputed ``fn.analyze(**dims)``. ``time_limit`` (seconds) stops early.
+    ``batch=False`` evaluates every sample through the public API even where batching applies.
+    Returns one :class:`OutputCheck` per output; a claim is checked where it is not None.
     """
     t0 = time.perf_counter()
     ir = fn.ir
@@ -903,6 +905,8 @@ def check(fn, dims: dict[str, int] | None = None, n_samples: int = 100, seed: in
         return checks
     sess = _Session(fn, dims, seed, program, loader, wide, keep=3)
     sess.accs = [_Acc(c) for c in checks]
+    if not batch:
+        sess.runner.mode = "loop"
     deadline = None if time_limit is None else t0 + time_limit
 
     def out_of_time() -> bool:

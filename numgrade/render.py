@@ -276,17 +276,29 @@ def _draw_inputs(fn_ir, env: dict[str, int], rng: np.random.Generator) -> list[n
     return out
 
 
-def _sample_error(c: Any, i: Any) -> float:
-    c = np.asarray(c, dtype=np.float64)
-    i = np.asarray(i, dtype=np.float64)
-    if c.size == 0:
-        return 0.0
-    with np.errstate(all="ignore"):
-        d = np.abs(c - i)
-    same = (c == i) | (np.isnan(c) & np.isnan(i))   # equal infinities, or both NaN
-    d = np.where(same, 0.0, d)
-    d = np.where(np.isnan(d), np.inf, d)
-    return float(np.max(d))
+def _sample_error(c: Any, ideal: Any) -> float:
+    """max |c - ideal| over the elements, the difference taken in mpmath (the ideal values are
+    160-bit reals: rounding them to float64 first would hide sub-ulp errors of f64 programs)."""
+    import mpmath
+
+    c = np.asarray(c, dtype=np.float64).reshape(-1)
+    ideal = np.asarray(ideal, dtype=object).reshape(-1)
+    worst = 0.0
+    with mpmath.workprec(320):  # ideal values may come from another context: keep all bits
+        for cv, iv in zip(c.tolist(), ideal.tolist()):
+            iv = mpmath.mpf(iv)
+            if mpmath.isnan(iv) or math.isnan(cv):
+                if not (mpmath.isnan(iv) and math.isnan(cv)):
+                    return math.inf
+                continue
+            if mpmath.isinf(iv) or math.isinf(cv):
+                if not (mpmath.isinf(iv) and math.isinf(cv) and (iv > 0) == (cv > 0)):
+                    return math.inf
+                continue
+            d = float(abs(mpmath.mpf(cv) - iv))
+            if d > worst:
+                worst = d
+    return worst
 
 
 MAX_MEASURED_ELEMENTS = 4096
@@ -331,7 +343,7 @@ def measure(fn, n_samples: int = 64, dims: dict[str, int] | None = None, seed: i
             run_seed = (seed + k) % (1 << 63)
             with np.errstate(all="ignore"):
                 comp = fn(*args, seed=run_seed)
-                ideal = fn.ideal(*args, seed=run_seed)
+                ideal = fn.ideal(*args, seed=run_seed, as_float=False)
             comps = comp if tuple_result else (comp,)
             ideals = ideal if tuple_result else (ideal,)
             errs = [_sample_error(c, i) for c, i in zip(comps, ideals)]
@@ -453,7 +465,7 @@ class _LogScale:
         self.empty = not pos
         if pos:
             self.lo, self.hi = math.log10(min(pos)), math.log10(max(pos))
-            if self.hi - self.lo < 1e-9:
+            if self.hi - self.lo < 1.0:  # at least one decade: similar amounts look alike
                 self.lo = self.hi - 1.0
         else:
             self.lo, self.hi = 0.0, 1.0
@@ -481,7 +493,8 @@ def _legend_html(scale: _LogScale, uid: str) -> str:
             decades = decades[::step]
         labels = [(d, f"1e{d}") for d in decades]
         if not labels:
-            labels = [(scale.lo, fmt_num(10 ** scale.lo, 2)), (scale.hi, fmt_num(10 ** scale.hi, 2))]
+            labels = [(scale.lo, fmt_num(10 ** scale.lo, 2)),
+                      (scale.hi, fmt_num(10 ** scale.hi, 2))]
         for d, lab in labels:
             x = 6 + (d - scale.lo) / (scale.hi - scale.lo) * (w - 12)
             ticks.append(f'<line x1="{x:.1f}" y1="14" x2="{x:.1f}" y2="18" stroke="#555"/>'
@@ -498,7 +511,8 @@ def _legend_html(scale: _LogScale, uid: str) -> str:
                      f'max {html.escape(fmt_num(10 ** scale.hi, 3))}</span>')
     parts.append('<span><span class="sw" style="background:#f1f4f8"></span>0</span>')
     parts.append('<span><span class="sw" style="background:#e9d7f5"></span>unbounded</span>')
-    parts.append('<span><span class="sw" style="background:#fff"></span>no recorded contribution</span>')
+    parts.append('<span><span class="sw" style="background:#fff"></span>'
+                 'no recorded contribution</span>')
     parts.append("</div>")
     return "".join(parts)
 
@@ -625,12 +639,15 @@ def _measure_summary(errors: list[float], bound: float | None) -> str:
     if not errors:
         return '<span class="muted">no samples</span>'
     mx = max(errors)
-    txt = f"max measured {fmt_num(mx)} over {len(errors)} samples"
+    txt = f"max measured {fmt_num(mx)} over {len(errors)} sample{'' if len(errors) == 1 else 's'}"
     if bound is None:
         return html.escape(txt + "; no sound bound to compare with")
     if mx <= bound:
-        ratio = "" if bound == 0 or not math.isfinite(mx) else \
-            f" ({100 * mx / bound:.3g}% of the bound)"
+        ratio = ""
+        if bound > 0 and mx > 0:
+            q = mx / bound
+            ratio = f" ({100 * q:.3g}% of the bound)" if q >= 1e-3 else \
+                f" (the bound is {fmt_num(1 / q, 2)} times the largest measured error)"
         return f'<span class="good">{html.escape(txt)} &le; bound {html.escape(fmt_num(bound))}' \
                f'{html.escape(ratio)}</span>'
     return f'<span class="bad">{html.escape(txt)} EXCEEDS the bound ' \
@@ -659,9 +676,10 @@ def render_html(reports: Sequence[Report], sources: Any = None, measurements: An
 
     ``sources`` maps a function name (or, as a list, the report's position) to a
     :class:`SourceView`, a ``(first_line, text)`` pair or the whole source text (starting at
-    line 1); ``measurements`` likewise to a :class:`Measurement`. Per function: the graded signature, the outputs table, the source with
-    each line coloured by its contribution to the final error (``rep.line_contributions``,
-    log10 colour scale, legend), and per output a plot of measured error against the bound.
+    line 1); ``measurements`` likewise to a :class:`Measurement`. Per function: the graded
+    signature, the outputs table, the source with each line coloured by its contribution to the
+    final error (``rep.line_contributions``, log10 colour scale, legend), and per output a plot
+    of measured error against the bound.
     """
     def pick(table, i: int, rep: Report):
         if table is None:

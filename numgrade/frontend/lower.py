@@ -136,8 +136,10 @@ class ModuleLowering:
         if fmt is None:
             self.sink.error(f"unknown format '{d.type.fmt}'{_suggest(d.type.fmt, FORMATS)}",
                             d.type.span)
+            self.consts[d.name] = _POISON  # reported once: its uses do not cascade
             return
         fl = FunctionLowering(self, None)
+        fl._stmt_span = d.span  # where errors without a place of their own point
         try:
             if d.type.dims is None:
                 v = fl.fold_const(d.value)
@@ -153,13 +155,14 @@ class ModuleLowering:
                     if dd.int_value() is None or dd.int_value() < 0:
                         self.sink.error("a constant array needs constant, non-negative dimensions",
                                         de.span)
+                        self.consts[d.name] = _POISON
                         return
                     shape.append(dd.int_value())
                 arr, exact = fl.fold_array(d.value, tuple(shape), fmt)
                 self.consts[d.name] = _const_value(arr, fmt, exact)
             self.const_spans[d.name] = d.span
         except _Poison:
-            pass
+            self.consts[d.name] = _POISON
 
 
 class FunctionLowering:
@@ -349,6 +352,8 @@ class FunctionLowering:
             if e.id in self.dims:
                 return self.dims[e.id]
             c = self.mod.consts.get(e.id)
+            if c is _POISON:
+                raise _Poison()
             if isinstance(c, Weak) and not isinstance(c.value, bool) and c.value.denominator == 1:
                 return Dim.const(int(c.value))
             hint = _suggest(e.id, self.dims) if self.dims else ""
@@ -543,6 +548,8 @@ class FunctionLowering:
                 raise _Poison()
             return v
         if e.id in self.mod.consts:
+            if self.mod.consts[e.id] is _POISON:
+                raise _Poison()
             return self.mod.consts[e.id]
         if e.id in self.dims:
             return self.mk(Op.DIM, (), (self.dims[e.id],), TensorType(I32, ()), e.span)

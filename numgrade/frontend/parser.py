@@ -233,8 +233,8 @@ def parse(text: str, file: str = "<source>") -> A.Program:
             tok = e.token
             expected = sorted({_describe_terminal(p, t) for t in (e.expected or ())})
             if tok.type == "$END":
-                lines = text.splitlines() or [""]
-                span = Span(file, max(len(lines), 1), len(lines[-1]) + 1 if lines else 1)
+                lines = text.rstrip().split("\n")  # just after the last token
+                span = Span(file, len(lines), len(lines[-1]) + 1)
                 what = "unexpected end of input"
             else:
                 span = Span(file, tok.line, tok.column, tok.column + len(str(tok)))

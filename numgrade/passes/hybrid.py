@@ -52,10 +52,22 @@ class HybridAnalysis(ForwardAnalysis):
         # which values need an abstract value of their own: operands of non-elementwise ops,
         # results, and values used by movement ops
         need: set[int] = {id(r) for r in fn.results}
+        self.max_bases: set[int] = set()
         for v in N.toposort(fn.results):
             if v.op not in REGION_OPS:
                 for s in v.srcs:
                     need.add(id(s))
+            if v.op in (Op.RMAX, Op.RMIN):
+                src = v.srcs[0]
+                self.max_bases.add(id(src.srcs[0]) if src.op == Op.ABS else id(src))
+            # arguments of functions that amplify range errors get their own tight bounds, so
+            # the per-operation rules after them stay relative (exp of x - max(x), 1/sum)
+            if v.op in (Op.EXP, Op.EXP2, Op.LOG, Op.LOG2, Op.SQRT, Op.RSQRT):
+                need.add(id(v.srcs[0]))
+            if v.op == Op.DIV:
+                need.add(id(v.srcs[1]))
+        for b in list(self.max_bases):
+            need.add(b)
         self.need = need
         return super().run(fn, params)
 
@@ -265,6 +277,8 @@ class _RegionBuilder:
         return self.node_of[(id(v), m)]
 
     def _children(self, v: Value, m: Map) -> list[tuple[Value, Map]] | None:
+        if v is not self.root and id(v) in self.ha.max_bases and self.ha.env_get(v) is not None:
+            return None  # cut: a tensor whose max is also read becomes a variable (relations)
         if v.op in REGION_OPS:
             out = []
             for s in v.srcs:

@@ -182,6 +182,19 @@ class _Eval:
 
     def __init__(self, prog: ScalarProgram):
         self.prog = prog
+        # relations between variables make some differences and ratios sign-known
+        finals: dict[int, int] = {}
+        for idx, n in enumerate(prog.nodes):
+            if n.op == Op.PARAM:
+                finals[n.var] = idx
+            elif n.op == "perturb" and prog.nodes[n.args[0]].op == Op.PARAM:
+                finals[prog.nodes[n.args[0]].var] = idx
+        self.le_pairs: set[tuple[int, int]] = set()
+        self.absle_pairs: set[tuple[int, int]] = set()
+        for c in prog.constraints:
+            if c[2] in ("le", "absle") and c[0] in finals and c[1] in finals:
+                pair = (finals[c[0]], finals[c[1]])
+                (self.le_pairs if c[2] == "le" else self.absle_pairs).add(pair)
 
     def forward(self, X: list[Interval], perturbed: bool):
         """Node intervals; for perturbed runs also the pre-rounding intervals w_i."""
@@ -206,12 +219,25 @@ class _Eval:
                 w, ok = _apply(n.op, a)
                 if ok is not None:
                     decided_ok &= ok
+                if len(n.args) == 2 and (self.le_pairs or self.absle_pairs):
+                    w = self._relate(n, w)
             pre[i] = w
             if perturbed and n.spec is not None:
                 vals[i] = _perturb(w, n.spec)
             else:
                 vals[i] = w
         return vals, pre, decided_ok
+
+    def _relate(self, n: SNode, w: Interval) -> Interval:
+        """x <= m gives x - m <= 0; |x| <= m gives |x / m| <= 1 (in both programs)."""
+        a, b = n.args
+        if n.op == Op.SUB and (a, b) in self.le_pairs:
+            return Interval.of(np.minimum(w.lo, 0.0), np.minimum(w.hi, 0.0))
+        if n.op == Op.SUB and (b, a) in self.le_pairs:
+            return Interval.of(np.maximum(w.lo, 0.0), np.maximum(w.hi, 0.0))
+        if n.op == Op.DIV and (a, b) in self.absle_pairs:
+            return Interval.of(np.clip(w.lo, -1.0, 1.0), np.clip(w.hi, -1.0, 1.0))
+        return w
 
     def reverse(self, vals, pre, out: int):
         """Interval adjoints d out / d v_i over the perturbed program."""
@@ -263,6 +289,10 @@ def _perturb(w: Interval, s: RoundSpec) -> Interval:
     u = Interval.of(np.full(w.shape, 1 - s.u), np.full(w.shape, 1 + s.u))
     e = Interval.of(np.full(w.shape, -s.eta), np.full(w.shape, s.eta))
     r = w * u + e
+    if not s.sat and s.fmt.has_inf and math.isfinite(s.overflow_at):
+        # IEEE overflow: the result may be +-inf (a later min/clamp may bring it back)
+        r = Interval.of(np.where(w.lo <= -s.overflow_at, -np.inf, r.lo),
+                        np.where(w.hi >= s.overflow_at, np.inf, r.hi))
     if s.u < 1 and s.fmt.kind == "float":
         # rounding is monotone and fl(0) = 0: the sign of w is kept (or the result is 0)
         r = Interval.of(np.where(w.lo >= 0, np.maximum(r.lo, 0.0), r.lo),
@@ -456,17 +486,47 @@ def _box_errors(ev: _Eval, X: list[Interval], out: int):
     total = total * (1 + 2.0 ** -40)  # cover the rounding of this float sum itself
     direct = (pv[out] - iv[out]).mag()
     bound = np.where(valid, np.minimum(total, direct), direct)
-    overflow = np.zeros(X[0].shape, bool)
+    # IEEE infinities are values (x/0, overflow) that a later min or clamp can absorb; what
+    # has no bound is a NaN (0/0, inf - inf, 0 * inf, sqrt/log of a negative, an overflow
+    # in a format without inf) or an infinite output
+    bad = np.zeros(X[0].shape, bool)
+    for vals in (pv, iv):
+        for i, n in enumerate(prog.nodes):
+            if not n.args or vals[i] is None:
+                continue
+            a = [vals[j] for j in n.args]
+            if any(x is None for x in a):
+                continue
+            if n.op == Op.DIV:
+                bad |= _has_zero(a[0]) & _has_zero(a[1])
+                bad |= _unbounded(a[0]) & _unbounded(a[1])
+            elif n.op in (Op.MUL, Op.FMA):
+                bad |= (_has_zero(a[0]) & _unbounded(a[1])) | (_has_zero(a[1]) & _unbounded(a[0]))
+            elif n.op in (Op.ADD, Op.SUB):
+                x, y = a
+                if n.op == Op.SUB:
+                    bad |= ((x.hi == np.inf) & (y.hi == np.inf)) | ((x.lo == -np.inf) & (y.lo == -np.inf))
+                else:
+                    bad |= ((x.hi == np.inf) & (y.lo == -np.inf)) | ((x.lo == -np.inf) & (y.hi == np.inf))
+            elif n.op in (Op.SQRT, Op.LOG, Op.LOG2, Op.RSQRT):
+                bad |= I.may_be_undefined(n.op, a[0])
     for i, n in enumerate(prog.nodes):
-        if n.spec is not None and not n.spec.sat and n.args and ppre[i] is not None:
-            overflow |= ppre[i].mag() >= n.spec.overflow_at
-        if n.op in (Op.DIV,) and I.may_be_undefined("div", pv[n.args[0]], pv[n.args[1]]).any():
-            overflow |= I.may_be_undefined("div", pv[n.args[0]], pv[n.args[1]])
-        if n.op in (Op.SQRT, Op.LOG, Op.LOG2, Op.RSQRT):
-            overflow |= I.may_be_undefined(n.op, pv[n.args[0]]) | \
-                I.may_be_undefined(n.op, iv[n.args[0]])
-    bound = np.where(overflow, INF, bound)
+        s = n.spec
+        if s is not None and not s.sat and n.args and ppre[i] is not None and \
+                not s.fmt.has_inf and math.isfinite(s.overflow_at):
+            bad |= ppre[i].mag() >= s.overflow_at
+    bad |= ~np.isfinite(pv[out].lo) | ~np.isfinite(pv[out].hi) | \
+        ~np.isfinite(iv[out].lo) | ~np.isfinite(iv[out].hi)
+    bound = np.where(bad, INF, bound)
     return bound, iv[out], pv[out], terms
+
+
+def _has_zero(x: Interval) -> np.ndarray:
+    return (x.lo <= 0) & (x.hi >= 0)
+
+
+def _unbounded(x: Interval) -> np.ndarray:
+    return ~np.isfinite(x.lo) | ~np.isfinite(x.hi)
 
 
 def pow2_floor(m: np.ndarray) -> np.ndarray:
