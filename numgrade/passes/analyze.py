@@ -85,9 +85,9 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
                 for node, share in b.site_share.items():
                     sv = prog.nodes[node].value
                     sp = fn.spans.get(sv) if sv is not None else None
-                    if sp is not None:
-                        contributions[sp.line] = contributions.get(sp.line, 0.0) + \
-                            share * b.abs_error
+                    amount = share * b.abs_error
+                    if sp is not None and math.isfinite(amount):
+                        contributions[sp.line] = contributions.get(sp.line, 0.0) + amount
             notes.append("precise scalar tier: mean-value form with interval adjoints, "
                          "branch and bound over the input box")
             done = True
@@ -183,7 +183,9 @@ def _output_from_av(i: int, v: N.Value, av, fn: N.Function) -> OutputReport:
                                                             float(av.R.hi) < 0) else 0.0
     if abs_e is not None and mig > 0:
         rel = av.rel_part()
-        rel = rel if math.isfinite(rel) else None
+        if not math.isfinite(rel):
+            rel = None
+            reason = "no finite relative bound"
     elif abs_e is not None:
         reason = "ideal value can be 0"
     if v.fmt.kind == "bool":

@@ -466,6 +466,11 @@ class ScalarBound:
 
 def _box_errors(ev: _Eval, X: list[Interval], out: int):
     """Per-box sound error bound, ideal and computed output intervals, per-site terms."""
+    with np.errstate(all="ignore"):
+        return _box_errors_inner(ev, X, out)
+
+
+def _box_errors_inner(ev: _Eval, X: list[Interval], out: int):
     prog = ev.prog
     pv, ppre, pok = ev.forward(X, perturbed=True)
     iv, _, iok = ev.forward(X, perturbed=False)
@@ -572,6 +577,11 @@ def site_radius(n: SNode, w: Interval, args: list[Interval]) -> np.ndarray:
 
 def _point_estimate(ev: _Eval, mids: np.ndarray, out: int) -> np.ndarray:
     """First-order error estimate at points (a lower-bound heuristic that guides the search)."""
+    with np.errstate(all="ignore"):
+        return _point_estimate_inner(ev, mids, out)
+
+
+def _point_estimate_inner(ev: _Eval, mids: np.ndarray, out: int) -> np.ndarray:
     X = [Interval.point(mids[:, k]) for k in range(mids.shape[1])]
     vals, pre, _ = ev.forward(X, perturbed=False)
     adj, _ = ev.reverse(vals, pre, out)
