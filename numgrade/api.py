@@ -53,7 +53,10 @@ def load(path: str | Path) -> "Module":
         sink.raise_if_errors()
         return Module(ir)
     try:
-        text = Path(p).read_text(encoding="utf-8")
+        from .frontend.parser import MAX_SOURCE_CHARS
+
+        with open(p, encoding="utf-8") as fh:  # bounded: /dev/zero or a huge file is refused
+            text = fh.read(MAX_SOURCE_CHARS + 1)
     except FileNotFoundError:
         raise GradeError(f"{p}: no such file") from None
     except (OSError, UnicodeDecodeError) as ex:

@@ -118,7 +118,15 @@ def _load_inputs(items: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def _savable(x) -> np.ndarray:
+    """An array .npz keeps: ml_dtypes formats (which np.save writes as raw bytes) become
+    float32 holding the exact values, as for torch results without the format."""
+    arr = np.asarray(x)
+    return arr.astype(np.float32) if arr.dtype.kind == "V" else arr
+
+
 def _cmd_run(a) -> int:
+    dims = _dims(a.dim)  # usage mistakes first
     mod = api.load(a.file)
     fn = mod[a.fn]
     given = _load_inputs(a.input)
@@ -130,13 +138,13 @@ def _cmd_run(a) -> int:
         raise GradeError(f"missing input(s) {', '.join(missing)}: give --input NAME=PATH.npy "
                          "or --random SEED")
     try:
-        args = _random_inputs(fn, given, a.random or 0, _dims(a.dim))
+        args = _random_inputs(fn, given, a.random or 0, dims)
     except (ValueError, MemoryError, OverflowError) as ex:
         raise GradeError(f"cannot make random inputs for {a.fn}(): {ex}") from None
     res = fn.compile(a.backend)(*args, seed=a.random)
     outs = res if fn.ir.result_is_tuple else (res,)
     if a.out:
-        arrays = {f"out{i}": np.asarray(o) for i, o in enumerate(outs)}
+        arrays = {f"out{i}": _savable(o) for i, o in enumerate(outs)}
         arrays.update({f"in_{p.name}": np.asarray(x) for p, x in zip(fn.ir.params, args)})
         try:
             np.savez(a.out, **arrays)

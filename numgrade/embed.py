@@ -37,7 +37,10 @@ class TypeSpec:
         return TypeSpec(self.fmt, tuple(dims), self.range)
 
     def within(self, lo: float, hi: float) -> "TypeSpec":
-        return TypeSpec(self.fmt, self.dims, (float(lo), float(hi)))
+        try:
+            return TypeSpec(self.fmt, self.dims, (float(lo), float(hi)))
+        except (TypeError, ValueError, OverflowError):
+            raise GradeError(f"a range is two numbers, not {lo!r:.30} and {hi!r:.30}") from None
 
     def __repr__(self) -> str:
         return self.fmt + (f"[{', '.join(map(str, self.dims))}]" if self.dims else "")
@@ -168,6 +171,8 @@ class _Translator:
                         tuple(body), self.span(node))
 
     def number(self, x: float, sp: Span) -> A.Expr:
+        if x != x or x in (float("inf"), float("-inf")):
+            raise SourceError("infinite or NaN constants are not supported", sp)
         if x < 0:
             return A.UnOp(sp, "-", A.Number(sp, repr(float(-x))))
         return A.Number(sp, repr(float(x)))

@@ -24,6 +24,17 @@ class Span:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+_LAST_SPLIT: tuple = (None, [])  # the last text split into lines: diagnostics share a text
+
+
+def _lines(text: str) -> list[str]:
+    global _LAST_SPLIT
+    last = _LAST_SPLIT
+    if last[0] is not text:
+        last = _LAST_SPLIT = (text, text.split("\n"))
+    return last[1]
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     """One message about one place; severity is 'error', 'warning' or 'note'."""
@@ -40,7 +51,7 @@ class Diagnostic:
         text = (sources or {}).get(self.span.file)
         if text is None:
             return head
-        lines = text.split("\n")  # the parser counts lines by "\n" only
+        lines = _lines(text)  # the parser counts lines by "\n" only
         if not (1 <= self.span.line <= len(lines)):
             return head
         src = lines[self.span.line - 1].rstrip("\r").expandtabs(1)

@@ -40,11 +40,10 @@ import numpy as np
 from mpmath import libmp as L
 
 from .ir import nodes as N
-from .ir.dims import Dim
 from .ir.formats import Format, round_array
 
 __all__ = ["check", "OutputCheck", "Violation", "default_dims", "markdown_table",
-           "loader_code", "ParamSpace"]
+           "loader_code", "ParamSpace", "batchable", "merge"]
 
 _FNAN, _FINF, _FNINF, _FZERO = L.fnan, L.finf, L.fninf, L.fzero
 
@@ -55,7 +54,7 @@ _FNAN, _FINF, _FNINF, _FZERO = L.fnan, L.finf, L.fninf, L.fzero
 class Violation:
     """One input on which a claim of the analysis fails (measured > bound, or outside range)."""
 
-    kind: str                     # 'abs' | 'rel' | 'range'
+    kind: str                     # 'abs' | 'rel' | 'range' | 'invalid' (a NaN or negative claim)
     program: str
     function: str
     output: int
@@ -68,8 +67,12 @@ class Violation:
     bound: Any                    # the bound (float) or the range (lo, hi)
     dims: dict[str, int] = field(default_factory=dict)
     loader: str = ""
+    tuple_result: bool = False
 
     def describe(self) -> str:
+        if self.kind == "invalid":
+            return (f"VIOLATION {self.program}:{self.function} output {self.output}: the "
+                    f"reported claim {self.bound!r} is not a valid bound")
         if self.kind == "range":
             what = f"value {self.measured!r} outside range {self.bound}"
         else:
@@ -79,8 +82,7 @@ class Violation:
 
     def reproducer(self) -> str:
         """Python code that recomputes the violating sample."""
-        lines = ["import numpy as np", "import numgrade as ng",
-                 "from mpmath import libmp as L", f"fn = {self.loader or '...'}"]
+        lines = ["import numpy as np", "import numgrade as ng", f"fn = {self.loader or '...'}"]
         args = []
         for name, v in self.inputs.items():
             if np.ndim(v) == 0:
@@ -94,6 +96,11 @@ class Violation:
         call = ", ".join(args)
         seed = f", seed={self.seed}" if self.seed is not None else ""
         lines += [f"c = fn({call}{seed})", f"i = fn.ideal({call}{seed}, as_float=False)"]
+        if self.tuple_result:
+            lines += [f"c, i = c[{self.output}], i[{self.output}]"]
+        lines += [f"c = float(np.asarray(c, dtype=np.float64).ravel()[{self.element}])",
+                  f"i = np.asarray(i, dtype=object).ravel()[{self.element}]",
+                  "print('computed', c, 'ideal', i, 'abs error', abs(i - c))"]
         lines.append(f"# output {self.output}, element {self.element}: computed "
                      f"{self.computed!r}, ideal {self.ideal}; {self.kind} bound {self.bound!r}, "
                      f"measured {self.measured!r}; dims {self.dims}")
@@ -450,18 +457,7 @@ class _Runner:
         self.validated = False
 
     def _batchable(self) -> bool:
-        ir = self.ir
-        if self.rand or any(p.value.shape for p in ir.params) or any(r.shape for r in ir.results):
-            return False
-        allowed = N.ELEMENTWISE | {Op_CONST, Op_PARAM}
-        for v in N.toposort(ir.results):
-            if v.op not in allowed:
-                return False
-            if not isinstance(v.type, N.TensorType) or v.shape:
-                return False
-            if v.op == N.Op.ROUND and v.attrs[2] >= 0:
-                return False
-        return True
+        return batchable(self.fn)
 
     # one sample through the public API -----------------------------------------------------
     def _api(self, args: list[np.ndarray], seed: int | None):
@@ -561,8 +557,24 @@ class _Runner:
                     return
 
 
-Op_CONST = N.Op.CONST
-Op_PARAM = N.Op.PARAM
+def batchable(fn) -> bool:
+    """Whether the harness evaluates ``fn`` in batches: a scalar straight-line program (every
+    parameter, result and intermediate value a scalar; elementwise operations only; no random
+    numbers, no calls)."""
+    ir = fn.ir
+    if "rand" in ir.effects or ir.rand_consumers > 0:
+        return False
+    if any(p.value.shape for p in ir.params) or any(r.shape for r in ir.results):
+        return False
+    allowed = N.ELEMENTWISE | {N.Op.CONST, N.Op.PARAM}
+    for v in N.toposort(ir.results):
+        if v.op not in allowed:
+            return False
+        if not isinstance(v.type, N.TensorType) or v.shape:
+            return False
+        if v.op == N.Op.ROUND and v.attrs[2] >= 0:
+            return False
+    return True
 
 
 # =============================================================================================
@@ -646,7 +658,6 @@ class _Session:
         self.accs: list[_Acc] = []
         self.pool: list[tuple[float, list[np.ndarray], int | None]] = []   # (score, input, seed)
         self.pool_size = 8
-        self.n_seen = 0
         self.sample_counter = 0
 
     def next_seed(self) -> int | None:
@@ -692,7 +703,7 @@ class _Session:
             chk.violations.append(Violation(kind, self.program, self.ir.name, chk.output, e,
                                             self.inputs_dict(args), seed, float(cval),
                                             _ideal_str(ival), measured, bound, dict(self.dims),
-                                            self.loader))
+                                            self.loader, self.ir.result_is_tuple))
 
     def _measure(self, acc: _Acc, c: np.ndarray, i: np.ndarray, owner: np.ndarray, batch, seeds,
                  scores: np.ndarray) -> None:
@@ -899,6 +910,15 @@ def check(fn, dims: dict[str, int] | None = None, n_samples: int = 100, seed: in
         rng_ = tuple(o.range) if o.range is not None else None
         checks.append(OutputCheck(program, ir.name, o.index, o.format, o.abs_error, o.rel_error,
                                   rng_, o.reason, dict(dims)))
+    for c in checks:   # a claim that is not a number, or negative, or an empty range
+        bad = [b for b in (c.abs_bound, c.rel_bound) if b is not None and not (b >= 0)]
+        if c.range is not None and not (c.range[0] <= c.range[1]):
+            bad.append(c.range)
+        if bad:
+            c.violation_counts["invalid"] = len(bad)
+            c.violations.append(Violation("invalid", program, ir.name, c.output, -1, {}, None,
+                                          math.nan, "-", math.nan, bad[0], dict(dims), loader,
+                                          ir.result_is_tuple))
     if all(c.skipped for c in checks):
         for c in checks:
             c.seconds = time.perf_counter() - t0
@@ -980,6 +1000,8 @@ def markdown_table(checks: Iterable[OutputCheck], include_skipped: bool = True) 
         viol = ", ".join(f"{k}: {n}" for k, n in sorted(c.violation_counts.items()) if n) or "0"
         if c.skipped:
             viol = "skipped (no bound)"
+        if c.errors:
+            viol += f"; {c.errors} run(s) failed"
         rng = "-" if c.range is None else f"[{_fmt(c.range[0])}, {_fmt(c.range[1])}]"
         rows.append(f"| {c.program} | {c.function} | {c.output} | {c.samples} | "
                     f"{_fmt(c.abs_bound)} | {_fmt(c.max_abs) if c.samples else '-'} | "

@@ -785,3 +785,27 @@ def test_source_errors_are_located_in_the_message_text():
     with pytest.raises(ng.GradeError) as info:
         ng.compile_source("fn f(x: f32) -> f32 { return y }", "where.grd")
     assert re.match(r"where\.grd:1:30: error: unknown name 'y'\n", str(info.value))
+
+
+# --- the Python embedding ------------------------------------------------------------------------
+def test_embedding_mistakes_are_grade_errors():
+    with pytest.raises(ng.GradeError, match="a range is two numbers"):
+        ng.f32["N"].within("low", 1)
+
+    def unbounded(x: ng.f32["N"].within(-1e400, 1)) -> ng.f32["N"]:  # -1e400 is -inf in Python
+        return x
+
+    with pytest.raises(ng.GradeError, match="infinite or NaN"):
+        ng.kernel(unbounded)
+
+    def loops(x: ng.f32["N"]) -> ng.f32["N"]:
+        for _ in range(3):
+            x = x + 1
+        return x
+
+    with pytest.raises(ng.SourceError) as info:
+        ng.kernel(loops)
+    d = info.value.diagnostics[0]
+    assert d.span.file.endswith("test_diagnostics.py") and "not supported" in d.message
+    with pytest.raises(ng.GradeError, match="cannot read the source"):
+        ng.kernel(print)

@@ -48,7 +48,10 @@ def parse_number(text: str) -> Fraction:
             (exp and abs(int(exp)) > 3 * MAX_FOLD_BITS // 10):
         raise FoldError(f"number literal {text[:20]}{'...' if len(text) > 20 else ''} "
                         "is out of range")
-    return check_size(Fraction(text))
+    try:
+        return check_size(Fraction(text))
+    except ValueError:  # e.g. 'inf' from the Python embedding
+        raise FoldError(f"{text[:20]!r} is not a number literal") from None
 
 
 def _to_mpf(x: Fraction):

@@ -15,6 +15,7 @@ from ..errors import DiagnosticSink, GradeError
 from ..ir import nodes as N
 from ..ir.nodes import Grade, Op
 from ..report import OutputReport, Report
+from .backward import report_fields
 from .effects import EffectCheck
 from .forward import ForwardAnalysis
 from .hybrid import HybridAnalysis
@@ -109,12 +110,20 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
         contributions = dict(res.contributions)
         notes.append("compositional tensor tier (closed-form rules; reductions sound for "
                      "every summation order)")
+    extra = report_fields(module, fn, dims)
+    sensitivity = extra.get("sensitivity", sensitivity)
+    notes.extend(extra.get("notes", []))
     coeffects = {
         "sensitivity": sensitivity,
+        "sensitivity_metric": extra.get("sensitivity_metric", {}),
         "requires": [c.text for c in fn.requires],
         "target": target_needs(fn),
     }
-    rep = Report(fn.name, outputs, sorted(effects | fn.effects), coeffects, None,
+    for p in fn.params:  # the grade slot of each input records its sensitivity
+        g = fn.grades.setdefault(p.value, Grade())
+        g.sensitivity = {p.name: sensitivity.get(p.name)} if sensitivity else None
+    rep = Report(fn.name, outputs, sorted(effects | fn.effects), coeffects,
+                 extra.get("backward_error"),
                  time.perf_counter() - t0, "", _dedupe(warnings), contributions,
                  fn.span.file if fn.span else None, dims, notes)
     rep.signature = graded_signature(fn, rep)
@@ -160,6 +169,8 @@ def _output_from_scalar(i: int, v: N.Value, b: SE.ScalarBound) -> OutputReport:
     reason = None
     abs_e = b.abs_error if math.isfinite(b.abs_error) else None
     if abs_e is None:
+        rng = (math.nan, math.nan)  # reported as null: the computed value may be inf or NaN
+    if abs_e is None:
         reason = "a value may overflow, or an operation may leave its domain (division by 0, " \
                  "sqrt/log of a negative)"
     rel = b.rel_error
@@ -175,6 +186,8 @@ def _output_from_av(i: int, v: N.Value, av, fn: N.Function) -> OutputReport:
     rng = _range_of(av)
     reason = None
     abs_e = err if math.isfinite(err) else None
+    if abs_e is None:
+        rng = None  # the computed value may be inf or NaN: no interval holds it
     if abs_e is None:
         where = f" ({av.span})" if av.span else ""
         reason = (av.reason or "the error bound is not finite") + where

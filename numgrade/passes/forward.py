@@ -179,6 +179,10 @@ class ForwardAnalysis:
         C = pre.C
         cmag = _f(C.mag())
         extra_a = 0.0
+        if spec.fmt.name == "e8m0" and _f(C.lo) <= 0:
+            return replace(pre, C=Interval.entire(), a=INF,
+                           reason=pre.reason or "e8m0 of a value that can be <= 0 is NaN",
+                           span=pre.span or span)
         if spec.sat:
             m = spec.max_finite
             if cmag > m:
@@ -274,6 +278,8 @@ class ForwardAnalysis:
             pre = x[0]
             if fmt.kind == "bool":
                 return AV(_iv(0, 1), _iv(0, 1), stable=pre.err == 0)
+            if v.srcs[0].fmt.kind == "bool":  # a truth value as 0/1: wrong when it may flip
+                return AV(_iv(0, 1), _iv(0, 1), 0.0, 0.0 if pre.stable else 1.0)
             return self.round_step(pre, round_spec(fmt, mode, sat), span, "this rounding")
         if op in N.REDUCE:
             return self.reduce(v, x[0], span)
@@ -287,10 +293,7 @@ class ForwardAnalysis:
             pre = self.arith(op, x[0], x[1], span)
             exact_op = op in (Op.MIN, Op.MAX)
             srcs_fit = all(represents(fmt, s.fmt) for s in v.srcs)
-            spec = None if (exact_op and srcs_fit) or fmt.kind != "float" and op != Op.DIV \
-                else round_spec(fmt)
-            if fmt.kind == "int":
-                spec = None if op != Op.DIV else spec
+            spec = None if (exact_op and srcs_fit) else round_spec(fmt)
             return self.round_step(pre, spec, span, "this operation")
         if op in N.UNARY:
             pre = self.unary(op, x[0], span)

@@ -68,8 +68,6 @@ def overflow_threshold(fmt: Format, mode: str = "rne") -> float:
     """Smallest |x| whose rounding overflows (becomes inf/NaN) without saturation."""
     if fmt.kind != "float" or not (fmt.has_inf or fmt.has_nan):
         return float("inf")  # e2m1 saturates; integers saturate
-    if mode in ("rz",):
-        return float("inf")
     ulp_top = 2.0 ** (fmt.emax - fmt.precision + 1)
     if mode == "rne":
         return fmt.max_finite + ulp_top / 2
@@ -77,6 +75,16 @@ def overflow_threshold(fmt: Format, mode: str = "rne") -> float:
 
 
 def round_spec(fmt: Format, mode: str = "rne", sat: bool = False) -> RoundSpec:
+    """The rounding model of one rounding. Saturation means a clamp to +-max before rounding;
+    it also describes formats without inf/NaN (e2m1, i32: their overflow saturates) and
+    round-toward-zero (whose overflow gives +-max). Directed rounding away from zero may give
+    inf on one side and max on the other: any |x| beyond max is treated as an overflow."""
+    if fmt.kind == "int":
+        return RoundSpec(fmt, 0.0, 0.0, True, float("inf"))  # exact integers, saturating
+    if fmt.kind == "bool":
+        return RoundSpec(fmt, 0.0, 0.0, False, float("inf"))
+    if not (fmt.has_inf or fmt.has_nan) or mode == "rz":
+        sat = True
     return RoundSpec(fmt, unit_roundoff(fmt, mode), underflow_eta(fmt, mode), sat,
                      float("inf") if sat else overflow_threshold(fmt, mode))
 

@@ -253,14 +253,9 @@ class _Eval:
             if g is None or not n.args or n.op == "tuple":
                 continue
             if n.spec is not None:
+                # v = w + rho with rho the whole rounding error (clamp included): dv/dw = 1,
+                # and the perturbed program's later factors (1 + d) enclose the rest
                 g = g * Interval.of(np.full(shape, 1 - n.spec.u), np.full(shape, 1 + n.spec.u))
-                if n.spec.sat:  # clamp before rounding: derivative 1 inside, 0 outside
-                    m = n.spec.max_finite
-                    w = pre[i]
-                    inside = (w.lo >= -m) & (w.hi <= m)
-                    outside = (w.lo > m) | (w.hi < -m)
-                    fac = Interval.of(np.where(inside, 1.0, 0.0), np.where(outside, 0.0, 1.0))
-                    g = g * fac
             a = [vals[j] for j in n.args]
             contribs, ok = _partials(n.op, a, pre[i], g)
             if ok is not None:
@@ -520,6 +515,8 @@ def _box_errors_inner(ev: _Eval, X: list[Interval], out: int):
         if s is not None and not s.sat and n.args and ppre[i] is not None and \
                 not s.fmt.has_inf and math.isfinite(s.overflow_at):
             bad |= ppre[i].mag() >= s.overflow_at
+        if s is not None and n.args and ppre[i] is not None and s.fmt.name == "e8m0":
+            bad |= ppre[i].lo <= 0  # e8m0 has no zero and no sign: NaN
     bad |= ~np.isfinite(pv[out].lo) | ~np.isfinite(pv[out].hi) | \
         ~np.isfinite(iv[out].lo) | ~np.isfinite(iv[out].hi)
     bound = np.where(bad, INF, bound)
@@ -556,7 +553,11 @@ def site_radius(n: SNode, w: Interval, args: list[Interval]) -> np.ndarray:
     normal range, adding an exact zero)."""
     s = n.spec
     mag = w.mag()
-    r = s.u * pow2_floor(mag) + s.eta
+    if s.sat:
+        m = s.max_finite
+        r = s.u * pow2_floor(np.minimum(mag, m)) + s.eta + np.maximum(mag - m, 0.0)
+    else:
+        r = s.u * pow2_floor(mag) + s.eta
     if n.op in (Op.ADD, Op.SUB) and len(args) == 2:
         x, y = args
         if n.op == Op.ADD:  # x + y = x - (-y)

@@ -76,6 +76,7 @@ class Node:
     span: Span | None = None
     sym_shape: tuple[Dim, ...] = ()
     dimval: int | None = None           # the value of a DIM node, where the sizes are bound
+    index: tuple | None = None          # a SLICE's numpy index, where the sizes are bound
 
     @property
     def size(self) -> int | None:
@@ -107,14 +108,25 @@ class Graph:
 
 
 def _concrete(shape: tuple[Dim, ...], dims: dict[str, int], missing: set[str]) -> tuple[int, ...] | None:
+    if not shape:
+        return ()
     out = []
     for d in shape:
+        c = d.int_value()
+        if c is not None:
+            out.append(c)
+            continue
         try:
             out.append(int(d.evaluate(dims)))
         except KeyError as ex:
             missing.add(str(ex.args[0]))
             return None
     return tuple(out)
+
+
+def _dim_int(d: Dim, dims: dict[str, int]) -> int:
+    c = d.int_value()
+    return c if c is not None else int(d.evaluate(dims))
 
 
 def flatten(module: N.Module, fn: N.Function, dims: dict[str, int] | None = None) -> Graph:
@@ -162,9 +174,17 @@ def _inline(g: Graph, module: N.Module, fn: N.Function, args: list[int], dims: d
                 dimval = int(v.attrs[0].evaluate(dims))
             except KeyError as ex:
                 g.unbound.add(str(ex.args[0]))
+        index = None
+        if v.op == Op.SLICE:
+            try:
+                index = tuple(None if it[0] == "new" else _dim_int(it[1], dims) if it[0] == "i"
+                              else slice(_dim_int(it[1], dims), _dim_int(it[2], dims), it[3])
+                              for it in v.attrs[0])
+            except KeyError as ex:
+                g.unbound.add(str(ex.args[0]))
         memo[id(v)] = g.add(Node(v.op, tuple(memo[id(s)] for s in v.srcs), v.attrs, t.fmt,
                                  _concrete(t.shape, dims, g.unbound), v, fn.spans.get(v), t.shape,
-                                 dimval))
+                                 dimval, index))
     return [memo[id(r)] for r in fn.results]
 
 
@@ -188,9 +208,6 @@ def matmul_k(g: Graph, n: Node) -> int | None:
 # ideal ranges: one sound interval (hull over the elements) per node
 def _iv(lo: Any, hi: Any) -> Interval:
     return Interval.of(lo, hi)
-
-
-BOOL_ANY = None  # placeholder for readability
 
 
 def param_interval(p: N.Parameter) -> Interval:
@@ -262,6 +279,28 @@ def _scale(iv: Interval, n: int | None) -> Interval:
     return I.mul(iv, Fraction(n))
 
 
+def _fast_scalar(op: str, a: Interval, b: Interval, same: bool) -> Interval | None:
+    """Scalar + - * with Python floats, each bound pushed one ulp outward (sound, cheap)."""
+    al, ah, bl, bh = float(a.lo), float(a.hi), float(b.lo), float(b.hi)
+    if not all(map(math.isfinite, (al, ah, bl, bh))):
+        return None
+    if op == Op.ADD:
+        l, h = al + bl, ah + bh
+    elif op == Op.SUB:
+        l, h = al - bh, ah - bl
+    else:
+        if same:
+            return None
+        ps = (al * bl, al * bh, ah * bl, ah * bh)
+        l, h = min(ps), max(ps)
+    if not (math.isfinite(l) and math.isfinite(h)):
+        return None
+    l, h = math.nextafter(l, -INF), math.nextafter(h, INF)
+    if op == Op.MUL and ((al >= 0 and bl >= 0) or (ah <= 0 and bh <= 0)):
+        l = max(l, 0.0)
+    return Interval._new(np.float64(l), np.float64(h))
+
+
 def node_interval(g: Graph, n: Node, x: list[Interval]) -> Interval:
     """The ideal range of one node from its sources' ideal ranges."""
     op = n.op
@@ -301,10 +340,15 @@ def node_interval(g: Graph, n: Node, x: list[Interval]) -> Interval:
     if op == Op.FMA:
         p = I.sqr(x[0]) if n.srcs[0] == n.srcs[1] else I.mul(x[0], x[1])
         return I.add(p, x[2])
+    if op in (Op.ADD, Op.SUB, Op.MUL) and not x[0].shape and not x[1].shape:
+        fast = _fast_scalar(op, x[0], x[1], n.srcs[0] == n.srcs[1])
+        if fast is not None and op != Op.SUB:
+            return fast
     if op == Op.ADD:
         return I.add(x[0], x[1])
     if op == Op.SUB:
-        r = I.sub(x[0], x[1])
+        r = _fast_scalar(op, x[0], x[1], False) if not x[0].shape and not x[1].shape else None
+        r = I.sub(x[0], x[1]) if r is None else r
         ext = _extreme_of(g, n.srcs[1])
         if ext is not None and ext[1] == n.srcs[0]:
             # x - max(x) <= 0 and x - min(x) >= 0 (the stable softmax / logsumexp shape)
@@ -327,10 +371,33 @@ def node_interval(g: Graph, n: Node, x: list[Interval]) -> Interval:
     if op in (Op.RMAX, Op.RMIN, Op.MEAN):
         return x[0]
     if op == Op.SUM:
-        return _scale(x[0], reduce_count(g, n))
+        r = _scale(x[0], reduce_count(g, n))
+        if _is_softmax_terms(g, n):
+            # sum over the axes of m = max(x) of exp(x - m): the term at the maximum is 1
+            r = _iv(max(lo(r), 1.0), max(hi(r), 1.0))
+        return r
     if op == Op.MATMUL:
         return _scale(I.mul(x[0], x[1]), matmul_k(g, n))
     return Interval.entire()
+
+
+def _is_softmax_terms(g: Graph, n: Node) -> bool:
+    e = g.nodes[n.srcs[0]]
+    if e.op != Op.EXP:
+        return False
+    sub = g.nodes[e.srcs[0]]
+    if sub.op != Op.SUB:
+        return False
+    m = g.nodes[sub.srcs[1]]
+    while m.op in (Op.BROADCAST, Op.RESHAPE):
+        m = g.nodes[m.srcs[0]]
+    if m.op != Op.RMAX or m.srcs[0] != sub.srcs[0]:
+        return False
+    src = g.nodes[sub.srcs[0]]
+    rank = len(src.sym_shape)
+    ax_max = {a % rank for a in m.attrs[0]} if rank else set()
+    ax_sum = {a % rank for a in n.attrs[0]} if rank else set()
+    return ax_max == ax_sum and sub.sym_shape == src.sym_shape
 
 
 def _extreme_of(g: Graph, idx: int) -> tuple[str, int] | None:
@@ -369,11 +436,13 @@ def hi(iv: Interval) -> float:
 
 
 def mag(iv: Interval) -> float:
-    return float(iv.mag())
+    a, b = float(iv.lo), float(iv.hi)
+    return max(-a, b) if a < 0 else b if b >= -a else -a
 
 
 def mig(iv: Interval) -> float:
-    return float(iv.mig())
+    a, b = float(iv.lo), float(iv.hi)
+    return a if a > 0 else -b if b < 0 else 0.0
 
 
 def sign_definite(iv: Interval) -> int:
