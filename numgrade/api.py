@@ -19,6 +19,7 @@ from .frontend.parser import parse
 from .ir import nodes as N
 from .ir.formats import Format, format_of_dtype, from_storage, to_storage
 from .ir.printer import print_function, print_module
+from .ir.verify import verify
 from .passes.effects import check_effects
 
 STDLIB_PACKAGE = "numgrade.stdlib"
@@ -34,6 +35,7 @@ def compile_source(text: str, name: str = "<source>") -> "Module":
         raise SourceError("program nested too deeply", program.span) from None
     check_effects(module, sink)
     sink.raise_if_errors()
+    verify(module)  # lowering must produce a well-typed graph; a failure here is our bug
     module.source = text
     module.warnings = list(sink.warnings)
     return Module(module)
@@ -51,6 +53,7 @@ def load(path: str | Path) -> "Module":
         sink = DiagnosticSink()
         check_effects(ir, sink)
         sink.raise_if_errors()
+        verify(ir)
         return Module(ir)
     try:
         from .frontend.parser import MAX_SOURCE_CHARS
