@@ -310,6 +310,13 @@ def test_concat_of_an_empty_list_points_at_its_statement():
     expect(FN + "{\n    let «a = concat([], axis=0)\n    return x\n}", "concat() takes a non-empty list")
 
 
+def test_empty_lists_in_a_signature_point_at_the_function():
+    expect("fn «f(x: f32[[]]) -> f32 { return 1 }", "not a dimension expression")
+    expect("fn «f(x: f32) -> f32 requires [] == 1 { return x }", "not a dimension expression")
+    expect("fn «f(x: f32 in [[], 1]) -> f32 { return x }", "a list is only allowed")
+    expect("const «T: f32 = []\n" + FN + "{ return x }", "a list is only allowed")
+
+
 def test_return_shape_mismatch():
     expect("fn f(x: f32[N]) -> f32[N, 1] { return «x }",
            "result 0 has shape [N] but the signature declares [N, 1]")

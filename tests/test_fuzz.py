@@ -238,7 +238,9 @@ def _extend(inner):
 
 EXPRS = st.recursive(_LEAVES, _extend, max_leaves=10)
 TYPES = st.tuples(st.sampled_from(["f32", "f32", "f16", "bf16", "e4m3", "i32", "bool", "f64"]),
-                  st.sampled_from(["", "[N]", "[M, N]", "[N, N]", "[16]", "[M, N/16]", "[N]"])
+                  st.sampled_from(["", "[N]", "[M, N]", "[N, N]", "[16]", "[M, N/16]", "[N]", "",
+                                   "[N]", "[[]]", "[-1]", "[1.5]", "[x]", "[N/0]", "[N, (M)]",
+                                   "[" + "9" * 30 + "]", "[None]", "[...]", "[N*N - N]"])
                   ).map("".join)
 
 
@@ -253,12 +255,14 @@ def programs(draw):
     for fname in names:
         params = [f"x: {draw(TYPES)}", f"y: {draw(TYPES)}"][: draw(st.integers(0, 2))]
         if draw(st.booleans()):
-            params.append(f"s: f32 in [{draw(st.sampled_from(['-1', '0', '1e400', '2']))}, 1]")
+            params.append(f"s: f32 in [{draw(st.sampled_from(['-1', '0', '1e400', '2', '[]', 'x', 'true', 'N']))}, 1]")
         ret = draw(st.one_of(TYPES, st.lists(TYPES, min_size=2, max_size=3)
                              .map(lambda ts: "(" + ", ".join(ts) + ")")))
         eff = draw(st.sampled_from(["", "", " ! {rand}", " ! {}", " ! {rand, io}"]))
         req = draw(st.sampled_from(["", "", " requires N % 16 == 0", " requires M <= N",
-                                    " requires N % 0 == 0", " requires feature(x)"]))
+                                    " requires N % 0 == 0", " requires feature(x)",
+                                    " requires [] == 1", " requires feature([])",
+                                    " requires N % 16 == 0, M % N == 0", " requires x > 1"]))
         body = [f"    let {draw(st.sampled_from(['a', 'b', 'x', 'N', 'f16']))} = {draw(EXPRS)}"
                 for _ in range(draw(st.integers(0, 3)))]
         if draw(st.integers(0, 9)):

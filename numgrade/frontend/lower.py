@@ -183,7 +183,8 @@ class FunctionLowering:
     # errors ------------------------------------------------------------------------------
     def err(self, msg: str, span: Span | None):
         if span is not None and span.line == 0:  # e.g. `[]`: point at the statement instead
-            span = getattr(self, "_stmt_span", None)
+            span = getattr(self, "_stmt_span", None) or (self.decl.name_span if self.decl
+                                                         else None)
         self.sink.error(msg, span)
         raise _Poison()
 

@@ -19,6 +19,7 @@ from .backward import report_fields
 from .effects import EffectCheck
 from .forward import ForwardAnalysis
 from .hybrid import HybridAnalysis
+from .inline import inline_calls
 from . import scalar_error as SE
 
 
@@ -98,7 +99,7 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
     if not done:
         fa = HybridAnalysis(module, dims) if options.tier != "forward" else \
             ForwardAnalysis(module, dims)
-        res = fa.run(fn)
+        res = fa.run(inline_calls(module, fn))
         for i, (v, av) in enumerate(zip(fn.results, res.outputs)):
             outputs.append(_output_from_av(i, v, av, fn))
         for v, av in ((v, res.values.get(id(v))) for v in N.toposort(fn.results)):

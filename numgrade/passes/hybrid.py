@@ -80,7 +80,7 @@ class HybridAnalysis(ForwardAnalysis):
                 pass
         if v.op in REGION_OPS and id(v) in self.need and isinstance(v.type, TensorType) \
                 and v.fmt.kind != "bool":
-            better = self.region(fn, v)
+            better = self.region(fn, v, av)
             if better is not None:
                 av = _meet(av, better)
         return av
@@ -131,7 +131,7 @@ class HybridAnalysis(ForwardAnalysis):
         return replace(av, R=R, C=C)
 
     # -------------------------------------------------------------------------------------
-    def region(self, fn: N.Function, root: Value) -> AV | None:
+    def region(self, fn: N.Function, root: Value, fav: AV | None = None) -> AV | None:
         """Slice the elementwise region ending at root into a scalar program and bound it."""
         try:
             builder = _RegionBuilder(self, fn, root)
@@ -140,8 +140,11 @@ class HybridAnalysis(ForwardAnalysis):
             return None
         if prog is None:
             return None
+        prog = ratio_substitute(prog)
+        objective = "rel" if fav is not None and _f(fav.R.mig()) > 0 else "abs"
         try:
-            b = SE.analyse(prog, 0, time_limit=self.time_limit, max_iters=40, max_boxes=2048)
+            b = SE.analyse(prog, 0, time_limit=self.time_limit, max_iters=40, max_boxes=2048,
+                           objective=objective)
         except (SE.Unsupported, ValueError, FloatingPointError):
             return None
         if not math.isfinite(b.abs_error):
@@ -154,6 +157,101 @@ class HybridAnalysis(ForwardAnalysis):
             if b.rel_error * m <= b.abs_error:
                 return AV(R, C, b.rel_error * SAFE, 0.0)
         return AV(R, C, 0.0, b.abs_error * SAFE)
+
+
+def ratio_substitute(prog: SE.ScalarProgram) -> SE.ScalarProgram:
+    """Write each variable bounded by another (|x| <= m, or 0 <= x <= m) as x = t * m with a
+    ratio t in [-1, 1] (or [0, 1]). Block-scaled and normalised kernels then become scale
+    invariant for interval arithmetic: x * (c / m) keeps t and m apart, and subdividing m
+    (geometrically) removes the overestimation, which no subdivision of (x, m) could."""
+    nv = len(prog.var_names)
+    parents: dict[int, list[tuple[int, str]]] = {}
+    for c in prog.constraints:
+        if c[2] == "absle":
+            parents.setdefault(c[0], []).append((c[1], "abs"))
+        elif c[2] == "le" and prog.box_lo[c[0]] >= 0:
+            parents.setdefault(c[0], []).append((c[1], "pos"))
+    if not parents:
+        return prog
+    # the tightest parent: one that is itself below another candidate, else the smallest
+    choice: dict[int, tuple[int, str]] = {}
+    for i, cands in parents.items():
+        cands = [c for c in cands if c[0] != i]
+        if not cands:
+            continue
+        ids = {j for j, _ in cands}
+        inner = [c for c in cands if any(p in ids for p, _ in parents.get(c[0], []))]
+        pick = inner or sorted(cands, key=lambda c: prog.box_hi[c[0]])
+        choice[i] = pick[0]
+    # no cycles: follow parents and drop a choice that leads back
+    for i in list(choice):
+        seen, cur = {i}, choice[i][0]
+        while cur in choice:
+            if cur in seen:
+                del choice[i]
+                break
+            seen.add(cur)
+            cur = choice[cur][0]
+    if not choice:
+        return prog
+    param_node = {n.var: k for k, n in enumerate(prog.nodes) if n.op == Op.PARAM}
+    order: list[int] = []           # substituted variables, parents first
+    def visit(i: int) -> None:
+        if i in order:
+            return
+        p = choice[i][0]
+        if p in choice:
+            visit(p)
+        order.append(i)
+    for i in choice:
+        visit(i)
+    # new node list: parameters, then x = t * parent (parents first), then the rest
+    new_nodes: list[SE.SNode] = []
+    remap: dict[int, int] = {}
+    for k, n in enumerate(prog.nodes):
+        if n.op == Op.PARAM:
+            remap[k] = len(new_nodes)
+            new_nodes.append(n)
+    value_of: dict[int, int] = {}
+    for i in order:
+        p = choice[i][0]
+        parent_value = value_of.get(p, remap[param_node[p]])
+        t_node = remap[param_node[i]]          # the PARAM node of var i now holds the ratio
+        new_nodes.append(SE.SNode(Op.MUL, (t_node, parent_value), None, fmt=prog.nodes[
+            param_node[i]].fmt, value=prog.nodes[param_node[i]].value))
+        value_of[i] = len(new_nodes) - 1
+    for i in order:
+        remap[param_node[i]] = value_of[i]
+    ratio_nodes = {remap[param_node[i]] for i in order}
+    for k, n in enumerate(prog.nodes):
+        if n.op == Op.PARAM:
+            continue
+        remap[k] = len(new_nodes)
+        new_nodes.append(SE.SNode(n.op, tuple(remap[a] for a in n.args), n.spec, n.var, n.const,
+                                  n.const_err, n.const_exact, n.fmt, n.value))
+    # the MUL nodes read the ratio PARAM (by its position among the parameters)
+    for node_index in ratio_nodes:
+        n = new_nodes[node_index]
+        i = next(v for v in order if value_of[v] == node_index)
+        t_pos = next(k for k, m in enumerate(new_nodes) if m.op == Op.PARAM and m.var == i)
+        new_nodes[node_index] = SE.SNode(Op.MUL, (t_pos, n.args[1]), None, fmt=n.fmt,
+                                         value=n.value)
+    lo, hi = prog.box_lo.copy(), prog.box_hi.copy()
+    for i in order:
+        kind = choice[i][1]
+        lo[i], hi[i] = (-1.0, 1.0) if kind == "abs" else (0.0, 1.0)
+        if kind == "abs" and prog.box_lo[i] >= 0:
+            lo[i] = 0.0
+        if kind == "abs" and prog.box_hi[i] <= 0:
+            hi[i] = 0.0
+    gone = set(order)
+    cons = [c for c in prog.constraints
+            if not (c[2] in ("absle", "le") and (c[0] in gone or c[1] in gone))
+            and not (c[2] == "node_le" and c[1] in gone)]
+    cons = [(remap[c[0]], c[1], c[2], c[3]) if c[2] == "node_le" else c for c in cons]
+    out = SE.ScalarProgram(new_nodes, [remap[o] for o in prog.outputs], prog.var_names, lo, hi,
+                           prog.has_branches, {}, cons)
+    return out
 
 
 def _min_over_box(prog: SE.ScalarProgram, splits: int = 6) -> tuple[float, float]:

@@ -604,7 +604,8 @@ def _point_estimate_inner(ev: _Eval, mids: np.ndarray, out: int) -> np.ndarray:
 
 
 def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
-            max_boxes: int = 4096, max_iters: int = 60, time_limit: float = 0.4) -> ScalarBound:
+            max_boxes: int = 4096, max_iters: int = 60, time_limit: float = 0.4,
+            objective: str = "abs") -> ScalarBound:
     """Branch and bound for max over the input box of the sound per-box error bound."""
     t0 = time.perf_counter()
     out = prog.outputs[out_index]
@@ -647,14 +648,21 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
             rel_box = np.where(ival.mig() > 0, bound / ival.mig(), INF)
         mids = (lo + hi) / 2 if nv else lo
         est = _point_estimate(ev, mids, out) if nv else bound
+        if objective == "rel":  # search for the largest relative bound instead
+            with np.errstate(all="ignore"):
+                est = np.where(np.abs(ival.midpoint()) > 0, est / np.abs(ival.midpoint()), 0.0)
+            score, done_score = rel_box, rel_max
+        else:
+            score, done_score = bound, done_bound
         best_lower = max(best_lower, float(np.max(est)) if est.size else 0.0)
+        upper_score = max(float(np.max(score)), done_score)
         upper = max(float(np.max(bound)), done_bound)
-        if upper <= best_lower * (1 + tol) or it >= max_iters or nv == 0 or \
-                time.perf_counter() - t0 > time_limit or not math.isfinite(upper) and it > 40:
-            converged = upper <= best_lower * (1 + tol)
+        if upper_score <= best_lower * (1 + tol) or it >= max_iters or nv == 0 or \
+                time.perf_counter() - t0 > time_limit or not math.isfinite(upper_score) and it > 40:
+            converged = upper_score <= best_lower * (1 + tol)
             break
         # boxes whose bound is already within tolerance of the best lower estimate retire
-        keep = bound > best_lower * (1 + tol)
+        keep = score > best_lower * (1 + tol)
         if (~keep).any():
             done_bound = max(done_bound, float(np.max(bound[~keep])))
             rel_max = max(rel_max, float(np.max(rel_box[~keep])))
@@ -662,13 +670,13 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
             _hull(comp_hull, pval, ~keep)
             for k, t in terms.items():
                 site_tot[k] = max(site_tot.get(k, 0.0), float(np.max(t[~keep])))
-        lo, hi, bound = lo[keep], hi[keep], bound[keep]
+        lo, hi, bound, score = lo[keep], hi[keep], bound[keep], score[keep]
         if lo.shape[0] == 0:
             upper = done_bound
             converged = True
             break
         # split the worst boxes along their widest (relative) dimension
-        order = np.argsort(-bound)
+        order = np.argsort(-score)
         n_split = min(len(order), max(1, max_boxes // 2 - 0))
         if lo.shape[0] + n_split > max_boxes:
             n_split = max(1, max_boxes - lo.shape[0])
