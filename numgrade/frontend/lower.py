@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DiagnosticSink, Span
 from ..ir import nodes as N
-from ..ir.dims import Dim, divisible, shape_str
+from ..ir.dims import Dim, broadcast, divisible, shape_str
 from ..ir.formats import FORMATS, Format, promote
 from ..ir.nodes import Op, TensorType, Value
 from . import ast as A
@@ -579,19 +579,14 @@ class FunctionLowering:
         self.err(f"expected {fmt.name}, found {x.fmt.name}", span)
 
     def broadcast_shapes(self, a: tuple[Dim, ...], b: tuple[Dim, ...], span: Span) -> tuple[Dim, ...]:
-        out = []
-        one = Dim.const(1)
-        for i in range(max(len(a), len(b))):
-            da = a[len(a) - 1 - i] if i < len(a) else one
-            db = b[len(b) - 1 - i] if i < len(b) else one
-            if da == db or db == one:
-                out.append(da)
-            elif da == one:
-                out.append(db)
-            else:
-                self.err(f"shapes {shape_str(a)} and {shape_str(b)} do not broadcast "
-                         f"({da} vs {db})", span)
-        return tuple(reversed(out))
+        out = broadcast(a, b)
+        if out is None:
+            pairs = [(x, y) for x, y in zip(reversed(a), reversed(b))
+                     if x != y and x != Dim.const(1) and y != Dim.const(1)]
+            da, db = pairs[0]
+            self.err(f"shapes {shape_str(a)} and {shape_str(b)} do not broadcast "
+                     f"({da} vs {db})", span)
+        return out
 
     def _check_float(self, v: Value, what: str, span: Span) -> None:
         if v.fmt.kind == "bool":

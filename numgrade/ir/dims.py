@@ -188,5 +188,21 @@ def divisible(d: Dim, k: int, moduli: Mapping[str, int]) -> bool:
     return True
 
 
+def broadcast(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> tuple[Dim, ...] | None:
+    """numpy's broadcast of two symbolic shapes (right-aligned), None when they do not."""
+    one = Dim.const(1)
+    out = []
+    for i in range(max(len(a), len(b))):
+        da = a[len(a) - 1 - i] if i < len(a) else one
+        db = b[len(b) - 1 - i] if i < len(b) else one
+        if da == db or db == one:
+            out.append(da)
+        elif da == one:
+            out.append(db)
+        else:
+            return None
+    return tuple(reversed(out))
+
+
 def shape_str(shape: tuple[Dim, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import Diagnostic, GradeError
 from . import nodes as N
-from .dims import Dim, shape_str
+from .dims import Dim, broadcast, shape_str
 from .formats import FORMATS
 from .nodes import Op, TensorType, TupleType, Value
 
@@ -19,20 +19,6 @@ _ARITY = {**{op: 1 for op in N.UNARY}, **{op: 2 for op in N.BINARY},
           Op.DIM: 0, Op.ARANGE: 0, Op.RAND: 0,
           **{op: 1 for op in N.REDUCE}}
 ONE = Dim.const(1)
-
-
-def _broadcast(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> tuple[Dim, ...] | None:
-    out = []
-    for i in range(max(len(a), len(b))):
-        da = a[len(a) - 1 - i] if i < len(a) else ONE
-        db = b[len(b) - 1 - i] if i < len(b) else ONE
-        if da == db or db == ONE:
-            out.append(da)
-        elif da == ONE:
-            out.append(db)
-        else:
-            return None
-    return tuple(reversed(out))
 
 
 def _product(shape) -> Dim:
@@ -87,7 +73,7 @@ def check_value(v: Value, module: N.Module | None = None) -> list[str]:
     if op in N.ELEMENTWISE or op == Op.FMA:
         want = ()
         for s in shapes:
-            want = _broadcast(want, s)
+            want = broadcast(want, s)
             if want is None:
                 return [f"{op}: operand shapes {', '.join(shape_str(x) for x in shapes)} do not "
                         "broadcast"]
@@ -123,7 +109,7 @@ def check_value(v: Value, module: N.Module | None = None) -> list[str]:
         kb = b[0] if len(b) == 1 else b[-2]
         if ka != kb:
             return [f"matmul inner dimensions {ka} and {kb} differ"]
-        batch = _broadcast(a[:-2] if len(a) >= 2 else (), b[:-2] if len(b) >= 2 else ())
+        batch = broadcast(a[:-2] if len(a) >= 2 else (), b[:-2] if len(b) >= 2 else ())
         if batch is None:
             return ["matmul batch dimensions do not broadcast"]
         want = batch + ((a[-2],) if len(a) >= 2 else ()) + ((b[-1],) if len(b) >= 2 else ())
@@ -143,7 +129,7 @@ def check_value(v: Value, module: N.Module | None = None) -> list[str]:
         if tuple(shapes[0][p] for p in perm) != t.shape:
             errs.append("transpose: result shape does not follow the permutation")
     elif op == Op.BROADCAST:
-        if _broadcast(shapes[0], t.shape) != t.shape:
+        if broadcast(shapes[0], t.shape) != t.shape:
             errs.append(f"broadcast: {shape_str(shapes[0])} does not broadcast to "
                         f"{shape_str(t.shape)}")
     elif op == Op.CONCAT:
