@@ -96,10 +96,26 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
         except SE.Unsupported as ex:
             notes.append(f"scalar tier not applicable ({ex}); compositional tier used")
             outputs = []
+        except (ArithmeticError, ValueError, TypeError, IndexError, KeyError,
+                RecursionError, MemoryError) as ex:  # a bug must never become a wrong bound
+            notes.append(f"scalar tier failed ({type(ex).__name__}: {ex}); compositional "
+                         "tier used")
+            outputs = []
     if not done:
         fa = HybridAnalysis(module, dims) if options.tier != "forward" else \
             ForwardAnalysis(module, dims)
-        res = fa.run(inline_calls(module, fn))
+        try:
+            res = fa.run(inline_calls(module, fn))
+        except (ArithmeticError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+                RecursionError, MemoryError) as ex:
+            # an internal failure gives null bounds with the reason, never a traceback
+            why = f"internal error in the analysis ({type(ex).__name__}: {ex})"
+            outs = [OutputReport(i, v.fmt.name, _shape(v), None, None, None, why)
+                    for i, v in enumerate(fn.results)]
+            return Report(fn.name, outs, sorted(effects | fn.effects),
+                          {"sensitivity": sensitivity, "requires": [c.text for c in fn.requires],
+                           "target": target_needs(fn)}, None, time.perf_counter() - t0, "",
+                          [], {}, fn.span.file if fn.span else None, dims, notes)
         for i, (v, av) in enumerate(zip(fn.results, res.outputs)):
             outputs.append(_output_from_av(i, v, av, fn))
         for v, av in ((v, res.values.get(id(v))) for v in N.toposort(fn.results)):
