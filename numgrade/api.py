@@ -7,6 +7,9 @@ low-precision dtypes where it has them, float32 holding the exact values where i
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,8 @@ def compile_source(text: str, name: str = "<source>") -> "Module":
     program = parse(text, name)
     sink = DiagnosticSink()
     try:
-        module = lower_program(program, sink)
+        with _deep_recursion():
+            module = lower_program(program, sink)
     except RecursionError:
         raise SourceError("program nested too deeply", program.span) from None
     check_effects(module, sink)
@@ -39,6 +43,20 @@ def compile_source(text: str, name: str = "<source>") -> "Module":
     module.source = text
     module.warnings = list(sink.warnings)
     return Module(module)
+
+
+@contextlib.contextmanager
+def _deep_recursion():
+    """Lowering recurses over expressions; the parser caps their nesting at MAX_DEPTH levels,
+    each a few Python frames deep, so make room for that (and no more)."""
+    from .frontend.parser import MAX_DEPTH
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 12 * MAX_DEPTH + 2000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
 
 
 def load(path: str | Path) -> "Module":

@@ -17,6 +17,7 @@ import pytest
 
 import numgrade as ng
 from numgrade.errors import Diagnostic, Span
+from numgrade.frontend.parser import MAX_DEPTH
 
 FILE = "prog.grd"
 MARK = "«"
@@ -583,7 +584,7 @@ def test_where_needs_a_bool_condition():
 
 # --- limits ---------------------------------------------------------------------------------------
 def test_too_deep_nesting_is_a_diagnostic():
-    depth = 300
+    depth = MAX_DEPTH + 100
     src = FN + "{ return " + "-" * depth + "x }"
     with pytest.raises(ng.GradeError) as info:
         ng.compile_source(src, FILE)
