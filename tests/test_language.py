@@ -291,7 +291,6 @@ def test_fma_rounds_once():
 
 
 def test_fma_f64_is_exact_rational_rounding():
-    from fractions import Fraction
     fn = compile_fn("fn f(a: f64[N], b: f64[N], c: f64[N]) -> f64[N] { return fma(a, b, c) }")
     rng = np.random.default_rng(0)
     a, b, c = rng.standard_normal((3, 200))
@@ -301,7 +300,6 @@ def test_fma_f64_is_exact_rational_rounding():
 
 
 def test_f32_fma_matches_exact_rational_rounding_on_random_inputs():
-    from fractions import Fraction
     fn = compile_fn("fn f(a: f32[N], b: f32[N], c: f32[N]) -> f32[N] { return fma(a, b, c) }")
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((2, 3000)).astype(np.float32)

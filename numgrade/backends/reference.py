@@ -41,7 +41,7 @@ from ..errors import GradeError
 from ..ir import nodes as N
 from ..ir.dims import Dim
 from ..ir.formats import Format, get_format, philox_uniform, round_array, stream_key
-from ..ir.nodes import Op, TensorType, Value
+from ..ir.nodes import Op, Value
 
 DEFAULT_SEED = 0
 

@@ -241,7 +241,7 @@ def parse(text: str, file: str = "<source>") -> A.Program:
                 what = f"unexpected {str(tok)!r}"
             hint = f", expected {', '.join(expected[:8])}" if expected else ""
             raise SourceError(what + hint, span) from None
-        except lark.exceptions.UnexpectedEOF as e:  # pragma: no cover - LALR reports $END tokens
+        except lark.exceptions.UnexpectedEOF:  # pragma: no cover - LALR reports $END tokens
             raise SourceError("unexpected end of input", Span(file, 1, 1)) from None
         except lark.exceptions.VisitError as e:  # a builder bug surfaced through lark
             orig = e.orig_exc

@@ -54,6 +54,14 @@ class Dim:
     def symbols(self) -> set[str]:
         return {s for m, _ in self.terms for s, _ in m}
 
+    def plain_symbol(self) -> str | None:
+        """The size name when this dimension is just a symbol (``N``), else None."""
+        if len(self.terms) == 1:
+            m, c = self.terms[0]
+            if c == 1 and len(m) == 1 and m[0][1] == 1:
+                return m[0][0]
+        return None
+
     def is_integral_polynomial(self) -> bool:
         return all(c.denominator == 1 for _, c in self.terms)
 
@@ -202,6 +210,19 @@ def broadcast(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> tuple[Dim, ...] | None:
         else:
             return None
     return tuple(reversed(out))
+
+
+def bind_sizes(declared_and_actual) -> dict:
+    """Sizes bound by matching declared shapes with actual ones: ``{N: actual}`` for each
+    declared dimension that is a plain symbol (the first binding of a symbol wins; checking
+    consistency is the caller's business where it reports errors)."""
+    out: dict = {}
+    for declared, actual in declared_and_actual:
+        for d, a in zip(declared, actual):
+            s = d.plain_symbol()
+            if s is not None:
+                out.setdefault(s, a)
+    return out
 
 
 def shape_str(shape: tuple[Dim, ...]) -> str:

@@ -64,6 +64,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..ir import nodes as N
+from ..ir.dims import bind_sizes
 from ..ir.formats import Format, represents
 from ..ir.nodes import Op
 from . import interval as I
@@ -875,12 +876,8 @@ def backward_witness(module: N.Module, fn: N.Function, args, *, discrete=(), pre
     ctx = mpmath.MPContext()
     ctx.prec = prec
     arrays = [np.asarray(a, dtype=np.float64) for a in args]
-    dims: dict[str, int] = {}
-    for p, a in zip(fn.params, arrays):
-        for d, n in zip(p.value.shape, a.shape):
-            syms = d.symbols()
-            if len(syms) == 1:
-                dims[next(iter(syms))] = int(n)
+    dims = {k: int(v) for k, v in bind_sizes((p.value.shape, a.shape)
+                                               for p, a in zip(fn.params, arrays)).items()}
     g = flatten(module, fn, dims)
     _, _, an = _run(g, _linear_inputs(fn, discrete), "tight", True)
     nodes = g.nodes

@@ -16,18 +16,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any
 
 import numpy as np
 
 from ..errors import Span
 from ..ir import nodes as N
-from ..ir.dims import Dim
+from ..ir.dims import Dim, bind_sizes
 from ..ir.formats import Format, get_format, represents
 from ..ir.nodes import Op, TensorType, Value
 from . import interval as I
 from .interval import Interval
-from .rounding_model import MATH_ULP_FACTOR, RoundSpec, math_spec, round_spec
+from .rounding_model import RoundSpec, math_spec, round_spec
 
 INF = math.inf
 SAFE = 1 + 2.0 ** -48   # inflation that covers the rounding of the bound arithmetic itself
@@ -308,14 +307,12 @@ class ForwardAnalysis:
 
     def _callee_dims(self, callee: N.Function, call: Value) -> dict[str, int]:
         dims: dict[str, int] = {}
-        for p, a in zip(callee.params, call.srcs):
-            for dp, da in zip(p.value.shape, a.shape):
-                syms = dp.symbols()
-                if len(syms) == 1 and dp == Dim.sym(next(iter(syms))):
-                    try:
-                        dims[next(iter(syms))] = int(da.evaluate(self.dims))
-                    except KeyError:
-                        pass
+        bound = bind_sizes((p.value.shape, a.shape) for p, a in zip(callee.params, call.srcs))
+        for s, da in bound.items():
+            try:
+                dims[s] = int(da.evaluate(self.dims))
+            except KeyError:
+                pass
         return dims
 
     def compare(self, op: str, p: AV, q: AV) -> AV:

@@ -24,12 +24,11 @@ import numpy as np
 
 from ..ir import nodes as N
 from ..ir.dims import Dim
-from ..ir.formats import represents
 from ..ir.nodes import Op, TensorType, Value
 from . import scalar_error as SE
 from .forward import AV, ForwardAnalysis, Result, SAFE, _f, _iv
 from .interval import Interval
-from .rounding_model import RoundSpec, math_spec, round_spec
+from .rounding_model import RoundSpec
 
 INF = math.inf
 REGION_OPS = N.ELEMENTWISE | {Op.FMA}
@@ -164,7 +163,6 @@ def ratio_substitute(prog: SE.ScalarProgram) -> SE.ScalarProgram:
     ratio t in [-1, 1] (or [0, 1]). Block-scaled and normalised kernels then become scale
     invariant for interval arithmetic: x * (c / m) keeps t and m apart, and subdividing m
     (geometrically) removes the overestimation, which no subdivision of (x, m) could."""
-    nv = len(prog.var_names)
     parents: dict[int, list[tuple[int, str]]] = {}
     for c in prog.constraints:
         if c[2] == "absle":
@@ -531,31 +529,6 @@ def _operand_map(out_shape, in_shape, m: Map) -> Map:
         else:
             res.append(m[od])
     return tuple(res)
-
-
-def _reduction_behind(v: Value) -> tuple[Value | None, bool]:
-    """The reduction a value re-expands (through keepdims, [..., None] or unit reshapes)."""
-    cur = v
-    while cur.op in (Op.SLICE, Op.RESHAPE, Op.BROADCAST):
-        if cur.op == Op.SLICE:
-            items = cur.attrs[0]
-            src = cur.srcs[0]
-            real = [it for it in items if it[0] != "new"]
-            full = all(it[0] == "s" and it[1] == Dim.const(0) and it[2] == d and it[3] == 1
-                       for it, d in zip(real, src.shape))
-            if not full or len(real) != len(src.shape):
-                return None, False
-        elif cur.op == Op.RESHAPE:
-            a = [d for d in cur.shape if d != Dim.const(1)]
-            b = [d for d in cur.srcs[0].shape if d != Dim.const(1)]
-            if a != b:
-                return None, False
-        else:
-            return None, False  # an explicit broadcast may misalign; be conservative
-        cur = cur.srcs[0]
-    if cur.op in (Op.RMAX, Op.RMIN):
-        return cur, True
-    return None, False
 
 
 def _movement_base(v: Value) -> Value:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir import nodes as N
-from ..ir.dims import Dim
+from ..ir.dims import Dim, bind_sizes
 from ..ir.nodes import Op, TensorType, TupleType, Value
 
 
@@ -40,13 +40,7 @@ def _subst_type(t, bind: dict[str, Dim]):
 
 
 def _bind(callee: N.Function, args: tuple[Value, ...]) -> dict[str, Dim]:
-    bind: dict[str, Dim] = {}
-    for p, a in zip(callee.params, args):
-        for dp, da in zip(p.value.shape, a.shape):
-            syms = dp.symbols()
-            if len(syms) == 1 and dp == Dim.sym(next(iter(syms))):
-                bind[next(iter(syms))] = da
-    return bind
+    return bind_sizes((p.value.shape, a.shape) for p, a in zip(callee.params, args))
 
 
 def inline_calls(module: N.Module, fn: N.Function, depth: int = 0) -> N.Function:

@@ -56,6 +56,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..ir import nodes as N
+from ..ir.dims import bind_sizes
 from ..ir.formats import Format, get_format, represents
 from ..ir.nodes import Op
 from . import interval as I
@@ -190,7 +191,7 @@ class _Grades:
                               f"rounding is not relative{self.where(n)}")
 
     def run(self) -> list[float]:
-        g, R = self.g, self.R
+        g = self.g
         q: list[float] = []
         pname = {idx: name for name, idx, _ in g.params}
         for i, n in enumerate(g.nodes):
@@ -430,12 +431,8 @@ def numfuzz_reference(module: N.Module, fn: N.Function, args) -> tuple[float, ..
     assumes: every + - * / sqrt fma rounded once toward +inf in binary64, constants as the
     program rounds them. Returns the outputs as floats."""
     arrays = [np.asarray(a, dtype=np.float64) for a in args]
-    dims: dict[str, int] = {}
-    for p, a in zip(fn.params, arrays):
-        for d, nn in zip(p.value.shape, a.shape):
-            syms = d.symbols()
-            if len(syms) == 1:
-                dims[next(iter(syms))] = int(nn)
+    dims = {k: int(v) for k, v in bind_sizes((p.value.shape, a.shape)
+                                               for p, a in zip(fn.params, arrays)).items()}
     g = flatten(module, fn, dims)
     pidx = {idx: k for k, (_, idx, _) in enumerate(g.params)}
     val: list = []

@@ -87,7 +87,6 @@ def build(fn: N.Function, module: N.Module | None = None) -> ScalarProgram:
         var_names.append(p.name)
         lo.append(p.range[0])
         hi.append(p.range[1])
-    env = {id(p.value): i for i, p in enumerate(fn.params)}
     for i in range(len(fn.params)):
         nodes.append(SNode(Op.PARAM, var=i, fmt=fn.params[i].value.fmt, value=fn.params[i].value))
     prog = ScalarProgram(nodes, [], var_names, np.array(lo, float), np.array(hi, float))

@@ -53,7 +53,7 @@ import numpy as np
 
 from ..errors import Span
 from ..ir import nodes as N
-from ..ir.dims import Dim
+from ..ir.dims import Dim, bind_sizes
 from ..ir.formats import Format
 from ..ir.nodes import Op, TensorType, Value
 from . import interval as I
@@ -152,15 +152,9 @@ def _inline(g: Graph, module: N.Module, fn: N.Function, args: list[int], dims: d
         if v.op == Op.CALL:
             callee = module.functions[v.attrs[0]]
             cargs = [memo[id(s)] for s in v.srcs]
-            cdims: dict[str, int] = {}
-            for p, a in zip(callee.params, cargs):
-                shp = g.nodes[a].shape
-                if shp is None:
-                    continue
-                for dp, n in zip(p.value.shape, shp):
-                    syms = dp.symbols()
-                    if len(syms) == 1 and dp == Dim.sym(next(iter(syms))):
-                        cdims[next(iter(syms))] = n
+            cdims = bind_sizes((p.value.shape, g.nodes[a].shape)
+                               for p, a in zip(callee.params, cargs)
+                               if g.nodes[a].shape is not None)
             memo[id(v)] = _inline(g, module, callee, cargs, cdims)
             continue
         if v.op == Op.PROJ:
