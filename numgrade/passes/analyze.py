@@ -1,7 +1,7 @@
 """The analysis driver: effects, coeffects, ranges and forward error bounds into a Report.
 
 Scalar straight-line functions with ranged inputs get the precise tier (scalar_error: interval
-adjoints with branch and bound); everything else the compositional tensor tier (forward). Both
+adjoints with branch and bound); everything else the tensor tier (forward + hybrid). Both
 fill the IR's grade slots (``Function.grades``) and produce a :class:`numgrade.report.Report`.
 """
 
@@ -125,8 +125,9 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
         for msg, sp in res.warnings:
             warnings.append(f"{sp}: warning: {msg}" if sp else f"warning: {msg}")
         contributions = dict(res.contributions)
-        notes.append("compositional tensor tier (closed-form rules; reductions sound for "
-                     "every summation order)")
+        notes.append("tensor tier: closed-form rules for reductions and products (sound for "
+                     "every summation order); elementwise regions bounded by sliced scalar "
+                     "analysis")
     extra = report_fields(module, fn, dims)
     sensitivity = extra.get("sensitivity", sensitivity)
     notes.extend(extra.get("notes", []))
