@@ -54,6 +54,25 @@ def parse_number(text: str) -> Fraction:
         raise FoldError(f"{text[:20]!r} is not a number literal") from None
 
 
+def exact_decimal(a: Fraction, max_digits: int = 40) -> str | None:
+    """The decimal text that denotes a non-negative rational exactly (e.g. ``0.375``), or None
+    when its expansion does not terminate within max_digits digits after the point."""
+    if a.denominator == 1:
+        return str(a.numerator)
+    d, twos, fives = a.denominator, 0, 0
+    while d % 2 == 0:
+        d //= 2
+        twos += 1
+    while d % 5 == 0:
+        d //= 5
+        fives += 1
+    k = max(twos, fives)
+    if d != 1 or k > max_digits:
+        return None
+    digits = str(a.numerator * 10 ** k // a.denominator).rjust(k + 1, "0")
+    return f"{digits[:-k]}.{digits[-k:]}"
+
+
 def _to_mpf(x: Fraction):
     return _MP.mpf(x.numerator) / x.denominator
 

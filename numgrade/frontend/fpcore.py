@@ -69,7 +69,7 @@ import mpmath
 from ..errors import DiagnosticSink, GradeError, SourceError, Span, register_source
 from ..ir.formats import FORMATS, Format, promote, represents
 from . import ast as A
-from .constfold import FoldError, fold_unary, round_exact
+from .constfold import FoldError, exact_decimal, fold_unary, round_exact
 from .lower import BUILTINS as _LOWER_BUILTINS
 
 __all__ = [
@@ -852,24 +852,12 @@ def _frac_expr(v: Fraction, span: Span) -> A.Expr:
     """An exact Grade literal for a rational: decimal text when short, else p / q."""
     neg = v < 0
     a = -v if neg else v
-    if a.denominator == 1:
-        e: A.Expr = A.Number(span, str(a.numerator))
+    text = exact_decimal(a, 40)
+    if text is not None:
+        e: A.Expr = A.Number(span, text)
     else:
-        d = a.denominator
-        twos = fives = 0
-        while d % 2 == 0:
-            d //= 2
-            twos += 1
-        while d % 5 == 0:
-            d //= 5
-            fives += 1
-        k = max(twos, fives)
-        if d == 1 and k <= 40:
-            digits = str(a.numerator * (10 ** k) // a.denominator).rjust(k + 1, "0")
-            e = A.Number(span, f"{digits[:-k]}.{digits[-k:]}")
-        else:
-            e = A.BinOp(span, "/", A.Number(span, str(a.numerator)),
-                        A.Number(span, str(a.denominator)))
+        e = A.BinOp(span, "/", A.Number(span, str(a.numerator)),
+                    A.Number(span, str(a.denominator)))
     return A.UnOp(span, "-", e) if neg else e
 
 

@@ -35,7 +35,7 @@ from ..errors import GradeError
 from ..ir import nodes as N
 from ..ir.formats import FORMATS, Format
 from ..ir.nodes import Op, Value, toposort
-from .constfold import round_exact
+from .constfold import exact_decimal, round_exact
 from .fpcore import CONSTANT_NAMES, fpcore_precision_name
 
 __all__ = ["to_fpcore", "FPCORE_RESERVED"]
@@ -273,20 +273,9 @@ def _rounds_to(ex: Fraction, fmt: Format, x: float) -> bool:
 
 def _exact_literal(v: Fraction) -> str:
     """An FPCore literal denoting exactly v: a decimal when it terminates briefly, else p/q."""
-    if v.denominator == 1:
-        return str(v.numerator)
-    d, k2, k5 = v.denominator, 0, 0
-    while d % 2 == 0:
-        d //= 2
-        k2 += 1
-    while d % 5 == 0:
-        d //= 5
-        k5 += 1
-    k = max(k2, k5)
-    if d == 1 and k <= 30:
-        a = abs(v)
-        digits = str(a.numerator * 10 ** k // a.denominator).rjust(k + 1, "0")
-        return ("-" if v < 0 else "") + f"{digits[:-k]}.{digits[-k:]}"
+    text = exact_decimal(abs(v), 30)
+    if text is not None:
+        return ("-" if v < 0 else "") + text
     return f"{v.numerator}/{v.denominator}"
 
 
