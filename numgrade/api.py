@@ -203,14 +203,47 @@ class Function:
 
         if tier not in ("auto", "scalar", "tensor"):
             raise GradeError(f"unknown analysis tier '{tier}' (auto, scalar, tensor)")
-        return analyze_function(self.module.ir, self.ir, dims,
-                                AnalysisOptions(tier=tier, time_limit=time_limit))
+        rep = analyze_function(self.module.ir, self.ir, dims,
+                               AnalysisOptions(tier=tier, time_limit=time_limit))
+        try:
+            plan = self.fusion()
+        except GradeError:
+            plan = None
+        if plan is not None:
+            rep.extra["fusion"] = fusion_summary(plan, dims)
+            rep.notes.append("fusion: " + rep.extra["fusion"]["text"])
+        return rep
+
+    def fusion(self):
+        """The kernels this function fuses into (passes/fusion.py), with bytes moved."""
+        from .passes.fusion import plan_fusion
+        from .passes.inline import inline_calls
+
+        return plan_fusion(inline_calls(self.module.ir, self.ir))
+
+    def kernels(self):
+        """The lowered kernel program (kernel/ir.py) that every kernel backend starts from."""
+        from .kernel.lower import lower_function
+
+        if getattr(self, "_kernels", None) is None:
+            self._kernels = lower_function(self.module.ir, self.ir)
+        return self._kernels
 
     def compile(self, backend: str = "reference") -> "CompiledFunction":
+        from .backends.registry import get_backend
+
         if backend != "reference":
-            raise GradeError(f"backend '{backend}' is not available in this version "
-                             "(available: reference)")
+            be = get_backend(backend)
+            ok, why = be.available()
+            if not ok:
+                raise GradeError(f"backend '{backend}' cannot run here: {why}")
         return CompiledFunction(self, backend)
+
+    def emit(self, backend: str) -> str:
+        """The generated source of every kernel of this function for `backend`, as text."""
+        from .backends.registry import get_backend
+
+        return get_backend(backend).emit(self.kernels())
 
     def __repr__(self) -> str:
         return f"<numgrade.Function {self.signature()}>"
@@ -222,6 +255,7 @@ class CompiledFunction:
     def __init__(self, fn: Function, backend: str):
         self.fn = fn
         self.backend = backend
+        self._launcher = None
 
     def __call__(self, *args: Any, seed: int | None = None, **kwargs: Any) -> Any:
         from .backends.reference import Interpreter
@@ -229,13 +263,45 @@ class CompiledFunction:
         ir = self.fn.ir
         arrays, family = _to_arrays(_bind_kwargs(args, kwargs, ir), ir)
         try:
-            outs = Interpreter(self.fn.module.ir).run(ir.name, arrays, seed)
+            if self.backend == "reference":
+                outs = Interpreter(self.fn.module.ir).run(ir.name, arrays, seed)
+            else:
+                outs = self._run_kernels(arrays, seed)
         except GradeError:
             raise
         except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as ex:
             raise GradeError(f"{ir.name}(): cannot run on these inputs: {ex}") from None
         res = tuple(_from_array(o, v.fmt, family) for o, v in zip(outs, ir.results))
         return res if ir.result_is_tuple else res[0]
+
+    def _run_kernels(self, arrays, seed):
+        from .backends.registry import get_backend
+        from .kernel.runtime import run_program
+
+        program = self.fn.kernels()
+        if self._launcher is None:
+            self._launcher = get_backend(self.backend).build(program)
+        return run_program(program, self._launcher, self.fn.ir, arrays, seed)
+
+
+def fusion_summary(plan, dims: dict[str, int] | None = None) -> dict[str, Any]:
+    """Kernel count and bytes moved before/after fusion, symbolic and (when sizes are bound)
+    as numbers."""
+    out: dict[str, Any] = {
+        "kernels": len(plan.groups), "kernels_unfused": plan.kernels_unfused,
+        "bytes": str(plan.bytes_fused), "bytes_unfused": str(plan.bytes_unfused),
+        "kernel_list": [g.describe(plan.fn.names) for g in plan.groups],
+    }
+    text = plan.summary()
+    if dims:
+        try:
+            bf, bu = int(plan.bytes_fused.evaluate(dims)), int(plan.bytes_unfused.evaluate(dims))
+            out["bytes_value"], out["bytes_unfused_value"] = bf, bu
+            text += f" (= {bf} B after, {bu} B before)"
+        except (KeyError, TypeError):
+            pass
+    out["text"] = text
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,6 +43,13 @@ def _build() -> argparse.ArgumentParser:
     i = sub.add_parser("ir", help="print the IR")
     i.add_argument("file")
     i.add_argument("fn", nargs="?")
+    i.add_argument("--kernels", action="store_true",
+                   help="print the fused kernel program instead (kernels, bytes moved)")
+    em = sub.add_parser("emit", help="generate kernel source for a backend")
+    em.add_argument("file")
+    em.add_argument("fn")
+    em.add_argument("--backend", required=True, choices=["triton", "tvm", "cuda"])
+    em.add_argument("--out", metavar="DIR", help="write the source into DIR (default: stdout)")
     sub.add_parser("stdlib", help="list the stdlib programs")
     an = sub.add_parser("analyze", help="sound ranges and error bounds of a function (or all)")
     an.add_argument("file", help="a .grd file or stdlib:NAME")
@@ -340,6 +347,41 @@ def _cmd_fpcore(a) -> int:
     return 0
 
 
+def _kernels_text(mod, names) -> str:
+    from .kernel.ir import format_program
+
+    parts = []
+    for n in names:
+        f = mod[n]
+        plan = f.fusion()
+        parts.append(f"# {n}: {plan.summary()}")
+        try:
+            parts.append(format_program(f.kernels()))
+        except GradeError as ex:
+            parts.append(f"# not lowered to kernels: {ex.message}")
+    return "\n".join(parts)
+
+
+def _cmd_emit(a) -> int:
+    from pathlib import Path
+
+    mod = api.load(a.file)
+    src = mod[a.fn].emit(a.backend)
+    if a.out is None:
+        print(src)
+        return 0
+    ext = {"triton": "py", "tvm": "py", "cuda": "cu"}[a.backend]
+    out = Path(a.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{a.fn}.{a.backend}.{ext}"
+        path.write_text(src, encoding="utf-8")
+    except OSError as ex:
+        raise GradeError(f"cannot write {a.out}: {ex.strerror or ex}") from None
+    print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build().parse_args(argv)
     try:
@@ -354,8 +396,13 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args)
         if args.cmd == "ir":
             mod = api.load(args.file)
+            if args.kernels:
+                print(_kernels_text(mod, [args.fn] if args.fn else mod.functions))
+                return 0
             print(mod[args.fn].ir_text() if args.fn else mod.ir_text(), end="\n")
             return 0
+        if args.cmd == "emit":
+            return _cmd_emit(args)
         if args.cmd == "analyze":
             return _cmd_analyze(args)
         if args.cmd == "fpcore":

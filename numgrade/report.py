@@ -94,6 +94,8 @@ class Report:
             d["dims"] = dict(self.dims)
         if self.notes:
             d["notes"] = list(self.notes)
+        if "fusion" in self.extra:
+            d["fusion"] = _jsonable(self.extra["fusion"])
         return d
 
     def to_json(self, indent: int | None = None) -> str:

@@ -1,0 +1,1 @@
+"""Kernel-level representation, lowering from the graded IR, and the host runtime."""

@@ -1,0 +1,295 @@
+"""Number formats in primitives: rounding, storage codes and the random stream.
+
+Everything a backend would otherwise need to know about e2m1, e4m3, bf16, stochastic rounding or
+Philox is expanded here into the primitive scalar operations of ``kernel/ir.py``, once, following
+``numgrade/ir/formats.py`` (the definition) step by step. The backends then reproduce the
+reference's bits by printing primitives faithfully, and a single test of this module against
+``round_array`` covers all of them.
+
+The builders take a :class:`Block` and bind intermediate results with ``Let`` so that the
+emitted code stays a sequence of small statements (no expression is ever duplicated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..ir.formats import Format
+from .ir import KExpr, Let, Stmt, const, select, unary, var
+
+F64_EXP_MASK = 0x7FF0000000000000
+F64_SIGN = 0x8000000000000000
+F64_ABS = 0x7FFFFFFFFFFFFFFF
+PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
+PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
+MASK32 = 0xFFFFFFFF
+
+
+@dataclass
+class Block:
+    """A statement list under construction, with fresh-name generation shared by a kernel."""
+
+    stmts: list[Stmt] = field(default_factory=list)
+    counter: list[int] = field(default_factory=lambda: [0])
+    prefix: str = "t"
+
+    def let(self, e: KExpr, hint: str = "") -> KExpr:
+        """Bind `e` to a fresh name (constants and variables are returned as they are)."""
+        if e.op in ("const", "var"):
+            return e
+        self.counter[0] += 1
+        name = f"{self.prefix}{self.counter[0]}" + (f"_{hint}" if hint else "")
+        self.stmts.append(Let(name, e))
+        return var(name, e.dtype)
+
+    def fresh(self, hint: str) -> str:
+        self.counter[0] += 1
+        return f"{hint}{self.counter[0]}"
+
+    def child(self) -> "Block":
+        return Block([], self.counter, self.prefix)
+
+
+def f64(v: float) -> KExpr:
+    return const(v, "f64")
+
+
+def u64(v: int) -> KExpr:
+    return const(v, "u64")
+
+
+def pow2_f64(k: KExpr) -> KExpr:
+    """2**k for an i64 k in [-1022, 1023], built from the exponent field (exact)."""
+    return ((k + 1023).cast("u64") << u64(52)).bitcast("f64")
+
+
+def isnan(x: KExpr) -> KExpr:
+    return x.ne(x)
+
+
+def copysign_bits(mag: KExpr, sign_src_bits: KExpr) -> KExpr:
+    """|mag| with the sign bit of the u64 bit pattern `sign_src_bits`."""
+    m = mag.bitcast("u64") & u64(F64_ABS)
+    return (m | (sign_src_bits & u64(F64_SIGN))).bitcast("f64")
+
+
+def np_minimum(a: KExpr, b: KExpr) -> KExpr:
+    """numpy's minimum: ``a`` if ``a <= b`` or ``a`` is NaN, else ``b`` (NaN propagates)."""
+    return select(a.le(b) | isnan(a), a, b)
+
+
+def np_maximum(a: KExpr, b: KExpr) -> KExpr:
+    return select(a.ge(b) | isnan(a), a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Philox4x32-10, word 0 at counter (idx lo, idx hi, 0, 0)
+def philox_first_word(blk: Block, idx: KExpr, k0: KExpr, k1: KExpr) -> KExpr:
+    """The uint32 (as u64) of ``formats.philox_uint32(key, idx)``; k0/k1 are u64 key halves."""
+    m32 = u64(MASK32)
+    idx = blk.let(idx.cast("u64"), "ctr")
+    c0 = idx & m32
+    c1 = idx >> u64(32)
+    c2 = u64(0)
+    c3 = u64(0)
+    ka, kb = k0, k1
+    for r in range(10):
+        p0 = blk.let(c0 * u64(PHILOX_M0), "p0")
+        p1 = blk.let(c2 * u64(PHILOX_M1), "p1")
+        n0 = blk.let((p1 >> u64(32)) ^ c1 ^ ka, "c0")
+        if r == 9:
+            return n0
+        n1 = blk.let(p1 & m32, "c1")
+        n2 = blk.let((p0 >> u64(32)) ^ c3 ^ kb, "c2")
+        n3 = blk.let(p0 & m32, "c3")
+        c0, c1, c2, c3 = n0, n1, n2, n3
+        ka = blk.let((ka + u64(PHILOX_W0)) & m32, "k0")
+        kb = blk.let((kb + u64(PHILOX_W1)) & m32, "k1")
+    raise AssertionError  # pragma: no cover
+
+
+def philox_uniform(blk: Block, idx: KExpr, k0: KExpr, k1: KExpr) -> KExpr:
+    """``formats.philox_uniform``: 24 random bits as an f64 in [0, 1) (exactly an f32)."""
+    w = philox_first_word(blk, idx, k0, k1)
+    return blk.let((w >> u64(8)).cast("f64") * f64(2.0 ** -24), "u")
+
+
+# ---------------------------------------------------------------------------------------------
+# rounding (formats.round_array)
+def round_to(blk: Block, x: KExpr, fmt: Format, mode: str = "rne", sat: bool = False,
+             rand_word: Callable[[], KExpr] | None = None) -> KExpr:
+    """The exact f64 value `x` rounded once to `fmt` (an f64 holding the format's value).
+
+    ``rand_word`` supplies the element's uint32 Philox word (as u64) for ``mode="sr"``.
+    """
+    assert x.dtype == "f64"
+    if fmt.kind == "bool":
+        return blk.let(select(x.ne(f64(0.0)), f64(1.0), f64(0.0)), "b")
+    if fmt.name == "f64":
+        return x
+    if fmt.name == "f32" and mode == "rne" and not sat:
+        return blk.let(x.cast("f32").cast("f64"), "r32")
+    if fmt.kind == "int":
+        r = _round_grid(blk, x, mode, rand_word)
+        lo, hi = -(fmt.max_finite + 1.0), fmt.max_finite
+        r = blk.let(select(r.lt(f64(lo)), f64(lo), select(r.gt(f64(hi)), f64(hi), r)), "ri")
+        r = blk.let(select(isnan(r), f64(0.0), r) + f64(0.0), "ri")
+        return r
+    bits = blk.let(x.bitcast("u64"), "bits")
+    ulp0 = blk.let((bits & u64(F64_EXP_MASK)).bitcast("f64"), "e")
+    lo, hi = f64(2.0 ** fmt.emin), f64(2.0 ** fmt.emax)
+    ulp = blk.let(select(ulp0.lt(lo), lo, select(ulp0.gt(hi), hi, ulp0))
+                  * f64(2.0 ** (1 - fmt.precision)), "ulp")
+    s = blk.let(x / ulp, "s")
+    r = _round_grid(blk, s, mode, rand_word)
+    r = blk.let(copysign_bits(r * ulp, bits), "r")
+
+    mx = fmt.max_finite
+    big = float("inf") if fmt.has_inf else (float("nan") if fmt.has_nan else mx)
+    neg = bits.ge(u64(F64_SIGN))
+    absx = unary("abs", x)
+    nan_in = isnan(x)
+    inf_in = absx.eq(f64(float("inf")))
+    if sat:
+        special = select(neg, f64(-mx), f64(mx))
+    else:
+        pos_v = {"rne": big, "sr": big, "rz": mx, "ru": big, "rd": mx}[mode]
+        neg_v = {"rne": -big, "sr": -big, "rz": -mx, "ru": -mx, "rd": -big}[mode]
+        special = select(inf_in, select(neg, f64(-big), f64(big)),
+                         select(neg, f64(neg_v), f64(pos_v)))
+    if fmt.has_nan:
+        nan_v = f64(float("nan"))
+    else:  # e2m1: NaN -> zero of the opposite sign (ml_dtypes)
+        nan_v = select(neg, f64(0.0), f64(-0.0))
+    special = select(nan_in, nan_v, special)
+    in_range = unary("abs", r).le(f64(mx))
+    r = blk.let(select(in_range, r, special), "r")
+    if not fmt.has_zero:  # e8m0
+        mn = fmt.min_normal
+        r = blk.let(select(r.eq(f64(0.0)) & x.gt(f64(0.0)), f64(mn), r), "r")
+        r = blk.let(select(x.eq(f64(0.0)), f64(float("nan")), r), "r")
+        if mode == "rne":
+            r = blk.let(select(x.gt(f64(mn)) & x.lt(f64(2 * mn)), f64(2 * mn), r), "r")
+    if not fmt.signed:
+        r = blk.let(select(x.lt(f64(0.0)), f64(float("nan")), r), "r")
+    return r
+
+
+def _round_grid(blk: Block, s: KExpr, mode: str, rand_word: Callable[[], KExpr] | None) -> KExpr:
+    if mode == "rne":
+        return blk.let(unary("rint", s), "g")
+    if mode == "rz":
+        return blk.let(unary("trunc", s), "g")
+    if mode == "ru":
+        return blk.let(unary("ceil", s), "g")
+    if mode == "rd":
+        return blk.let(unary("floor", s), "g")
+    assert mode == "sr" and rand_word is not None
+    u = blk.let(rand_word().cast("f64"), "w")
+    lo = blk.let(unary("floor", s), "lo")
+    frac = (s - lo) * f64(4294967296.0)
+    return blk.let(lo + select(frac.gt(u), f64(1.0), f64(0.0)), "g")
+
+
+# ---------------------------------------------------------------------------------------------
+# storage codes
+def storage_dtype(fmt: Format) -> str:
+    """The primitive dtype one stored element of `fmt` uses."""
+    if fmt.name in ("f64", "f32"):
+        return fmt.name
+    if fmt.kind == "int":
+        return "i32"
+    if fmt.kind == "bool":
+        return "u8"
+    return "u16" if fmt.bits == 16 else "u8"
+
+
+def _fields(fmt: Format) -> tuple[int, int, int]:
+    """(exponent bits, mantissa bits, bias) of a float format."""
+    m = fmt.precision - 1
+    e = fmt.bits - m - (1 if fmt.signed else 0)
+    return e, m, 1 - fmt.emin
+
+
+def carrier(fmt: Format) -> str:
+    """The primitive dtype that holds a value of `fmt` in registers (always exact)."""
+    if fmt.kind == "bool":
+        return "bool"
+    if fmt.name == "f64" or fmt.kind == "int":
+        return "f64"
+    return "f32"
+
+
+def decode(blk: Block, raw: KExpr, fmt: Format) -> KExpr:
+    """A loaded storage element -> its value in the format's carrier dtype."""
+    if fmt.kind == "bool":
+        return blk.let(raw.ne(const(0, raw.dtype)), "b")
+    if fmt.name in ("f32", "f64"):
+        return raw
+    if fmt.kind == "int":
+        return blk.let(raw.cast("f64"), "i")
+    c = blk.let(raw.cast("i64"), "code")
+    if fmt.name == "e8m0":
+        v = pow2_f64(c - 127)
+        v = select(c.eq(const(255, "i64")), f64(float("nan")), v)
+        return blk.let(v.cast("f32"), "v")
+    E, M, B = _fields(fmt)
+    e = blk.let((c >> const(M, "i64")) & const((1 << E) - 1, "i64"), "ex")
+    f = blk.let(c & const((1 << M) - 1, "i64"), "man")
+    sub = f.cast("f64") * f64(2.0 ** (1 - B - M))
+    nrm = (f + (1 << M)).cast("f64") * pow2_f64(e - (B + M))
+    mag = blk.let(select(e.eq(const(0, "i64")), sub, nrm), "mag")
+    top = (1 << E) - 1
+    if fmt.has_inf:
+        mag = blk.let(select(e.eq(const(top, "i64")),
+                             select(f.eq(const(0, "i64")), f64(float("inf")), f64(float("nan"))),
+                             mag), "mag")
+    elif fmt.has_nan:  # e4m3fn: only S.1111.111 is NaN
+        mag = blk.let(select(e.eq(const(top, "i64")) & f.eq(const((1 << M) - 1, "i64")),
+                             f64(float("nan")), mag), "mag")
+    neg = ((c >> const(E + M, "i64")) & const(1, "i64")).eq(const(1, "i64"))
+    return blk.let(select(neg, -mag, mag).cast("f32"), "v")
+
+
+def encode(blk: Block, value: KExpr, fmt: Format) -> KExpr:
+    """A value of `fmt` (any float carrier) -> its storage element."""
+    st = storage_dtype(fmt)
+    if fmt.kind == "bool":
+        b = value if value.dtype == "bool" else value.ne(const(0, value.dtype))
+        return blk.let(select(b, const(1, "u8"), const(0, "u8")), "st")
+    if fmt.name in ("f32", "f64"):
+        return value.cast(fmt.name)
+    if fmt.kind == "int":
+        return blk.let(value.cast("f64").cast("i32"), "st")
+    v = blk.let(value.cast("f64"), "x")
+    bits = blk.let(v.bitcast("u64"), "bits")
+    a = blk.let(unary("abs", v), "a")
+    # the finite magnitude (0 for inf/NaN), so that no arm ever converts a non-finite to int
+    af = blk.let(select(a.le(f64(fmt.max_finite)), a, f64(0.0)), "af")
+    eb = blk.let(((af.bitcast("u64") >> u64(52)) & u64(0x7FF)).cast("i64") - const(1023, "i64"),
+                 "eb")
+    if fmt.name == "e8m0":
+        code = select(isnan(v), const(255, "i64"), eb + 127)
+        return blk.let(code.cast(st), "st")
+    ebn = blk.let(select(eb.lt(const(fmt.emin, "i64")), const(fmt.emin, "i64"), eb), "ebn")
+    E, M, B = _fields(fmt)
+    sign = blk.let(select(bits.ge(u64(F64_SIGN)), const(1 << (E + M), "i64"), const(0, "i64")),
+                   "sg")
+    subf = (af * f64(2.0 ** (M - fmt.emin))).cast("i64")
+    nrmf = (af * pow2_f64(const(M, "i64") - ebn)).cast("i64") - (1 << M)
+    normal = ((ebn + B) << const(M, "i64")) | nrmf
+    body = blk.let(select(eb.lt(const(fmt.emin, "i64")), subf, normal), "cd")
+    top = (1 << E) - 1
+    if fmt.has_inf:
+        nan_code, inf_code = (top << M) | (1 << (M - 1)), top << M
+    elif fmt.has_nan:
+        nan_code, inf_code = (top << M) | ((1 << M) - 1), 0
+    else:
+        nan_code, inf_code = 0, 0
+    body = select(a.eq(f64(0.0)), const(0, "i64"), body)
+    if fmt.has_inf:
+        body = select(a.eq(f64(float("inf"))), const(inf_code, "i64"), body)
+    if fmt.has_nan:
+        body = select(isnan(v), const(nan_code, "i64"), body)
+    return blk.let((sign | body).cast(st), "st")

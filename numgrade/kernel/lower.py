@@ -1,0 +1,710 @@
+"""Lowering: a fused function (``passes/fusion.py``) becomes a :class:`KernelProgram`.
+
+Every value is generated *at an index*: ``emit(v, idx)`` returns a scalar expression for element
+``idx`` of ``v``. Data movement is index arithmetic (reshape re-linearises, transpose permutes,
+broadcast pins an axis to 0, slices offset and stride, concat selects); a value owned by another
+kernel, a parameter or an array constant is a load; a reduction owned by this kernel is a
+:class:`Reduce` placed where it is first needed (the kernel's reductions are generated first, at
+the grid point, so each is computed once per program instance). Each operation follows the
+reference's rounding rule with the primitives of ``legalize.py``; ``f32`` add/sub/mul of ``f32``
+operands use the ``f32`` instruction (which is that rule), everything else is computed in ``f64``
+and rounded once (innocuous double rounding for ``+ - * / sqrt``, since 53 >= 2p + 2).
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from math import prod
+
+import numpy as np
+
+from ..errors import GradeError
+from ..ir import nodes as N
+from ..ir.dims import Dim
+from ..ir.formats import Format, get_format
+from ..ir.nodes import Op, Value
+from ..passes.fusion import FusionPlan, Group, Layout, plan_fusion
+from ..passes.inline import inline_calls
+from . import legalize as L
+from .ir import (BufferDecl, Decl, KExpr, Kernel, KernelProgram, Let, Loop, Reduce,
+                 ScalarParam, Store, Assign, acc_vars, const, load, select, unary, var,
+                 walk_exprs)
+
+
+class NotLowerable(GradeError):
+    """The function uses something the kernel backends do not implement (yet)."""
+
+
+C_KEYWORDS = {"auto", "break", "case", "char", "const", "continue", "default", "do", "double",
+              "else", "enum", "extern", "float", "for", "goto", "if", "int", "long", "register",
+              "return", "short", "signed", "sizeof", "static", "struct", "switch", "typedef",
+              "union", "unsigned", "void", "volatile", "while", "inline", "restrict", "bool",
+              "true", "false", "class", "template", "namespace", "new", "delete", "this",
+              "operator", "private", "public", "protected", "virtual", "T", "tl", "triton",
+              "np", "torch", "tvm", "te"}
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def safe_ident(text: str, prefix: str, limit: int = 40) -> str:
+    """A name from user text that is safe in Python, C and TVMScript: ``prefix_`` + [A-Za-z0-9_]."""
+    body = re.sub(r"[^A-Za-z0-9_]", "_", text)[:limit]
+    name = f"{prefix}_{body}" if body else prefix
+    assert _IDENT.match(name) and not keyword.iskeyword(name) and name not in C_KEYWORDS
+    return name
+
+
+def is_safe_ident(name: str) -> bool:
+    return bool(_IDENT.match(name)) and not keyword.iskeyword(name) and name not in C_KEYWORDS
+
+
+I64 = "i64"
+
+
+def i64(n: int) -> KExpr:
+    return const(int(n), I64)
+
+
+def f64c(x: float) -> KExpr:
+    return const(float(x), "f64")
+
+
+@dataclass
+class _Scope:
+    blk: L.Block
+    memo: dict = field(default_factory=dict)
+    parent: "_Scope | None" = None
+
+    def get(self, key):
+        s = self
+        while s is not None:
+            if key in s.memo:
+                return s.memo[key]
+            s = s.parent
+        return None
+
+    def child(self) -> "_Scope":
+        return _Scope(self.blk.child(), {}, self)
+
+
+class _ProgramBuilder:
+    def __init__(self, fn: N.Function, plan: FusionPlan):
+        self.fn = fn
+        self.plan = plan
+        self.buffers: dict[str, BufferDecl] = {}
+        self.buffer_of: dict[Value, str] = {}
+        self.const_data: dict[str, np.ndarray] = {}
+        self.dims: dict[str, Dim] = {}
+        self.dim_names: dict[Dim, str] = {}
+        self.streams: dict[str, int] = {}
+        self.kernels: list[Kernel] = []
+
+    # --- names --------------------------------------------------------------------------
+    def dim(self, d: Dim) -> KExpr:
+        n = d.int_value()
+        if n is not None:
+            return i64(n)
+        name = self.dim_names.get(d)
+        if name is None:
+            sym = d.plain_symbol()
+            name = safe_ident(sym, "n") if sym else f"dim{len(self.dim_names)}"
+            while name in self.dims:
+                name += "_"
+            self.dim_names[d] = name
+            self.dims[name] = d
+        return var(name, I64)
+
+    def add_buffer(self, v: Value, name: str, role: str, shape=None) -> str:
+        fmt = v.fmt
+        st = L.storage_dtype(fmt)
+        self.buffers[name] = BufferDecl(name, fmt.name, tuple(shape if shape is not None
+                                                               else v.shape), st, role)
+        return name
+
+
+def lower_function(module: N.Module, fn: N.Function) -> KernelProgram:
+    """Fuse and lower one function of a module."""
+    for v in N.toposort(fn.results):
+        if v.op == Op.CALL and v.attrs[1] >= 0:
+            raise NotLowerable(f"{fn.name}(): kernel backends do not yet support calls to "
+                               "functions with the rand effect")
+    flat = inline_calls(module, fn)
+    plan = plan_fusion(flat)
+    return _lower(plan, fn)
+
+
+def _lower(plan: FusionPlan, orig: N.Function) -> KernelProgram:
+    fn = plan.fn
+    pb = _ProgramBuilder(fn, plan)
+    inputs = []
+    for i, p in enumerate(fn.params):
+        name = safe_ident(p.name, f"in{i}")
+        pb.buffer_of[p.value] = pb.add_buffer(p.value, name, "in")
+        inputs.append(name)
+    outputs = []
+    for i, r in enumerate(fn.results):
+        o = plan.outputs[i]
+        if o in pb.buffer_of and pb.buffers[pb.buffer_of[o]].role == "out":
+            outputs.append(pb.buffer_of[o])
+            continue
+        if o in pb.buffer_of:  # a parameter returned as it is: stored by a copy kernel
+            pass
+        name = f"out{i}"
+        pb.add_buffer(o, name, "out", shape=r.shape)
+        if o.op != Op.PARAM:
+            pb.buffer_of[o] = name
+        outputs.append(name)
+    for k, h in enumerate(plan.materialized):
+        if h not in pb.buffer_of:
+            pb.buffer_of[h] = pb.add_buffer(h, f"tmp{k}", "temp")
+    for g in plan.groups:
+        pb.kernels.append(_KernelLowerer(pb, g, outputs).lower())
+    prog = KernelProgram(fn.name, pb.buffers, pb.kernels, inputs, outputs, fn.result_is_tuple,
+                         sorted({d.plain_symbol() for d in pb.dims.values() if d.plain_symbol()}),
+                         pb.dims, pb.streams, plan)
+    prog.constants = pb.const_data  # type: ignore[attr-defined]
+    return prog
+
+
+def _embeds(a: Format, b: Format) -> bool:
+    """Every value of format a (incl. inf/NaN/-0) is a value of b: conversion is exact."""
+    if a.kind != "float" or b.kind != "float":
+        return a.name == b.name
+    return (a.precision <= b.precision and a.emin >= b.emin and a.emax <= b.emax
+            and (b.signed or not a.signed) and (b.has_nan or not a.has_nan)
+            and (b.has_inf or not a.has_inf) and (b.has_subnormals or not a.has_subnormals
+                                                   or a.emin - a.precision >= b.emin - 1))
+
+
+class _KernelLowerer:
+    def __init__(self, pb: _ProgramBuilder, g: Group, outputs: list[str]):
+        self.pb = pb
+        self.g = g
+        self.outputs = outputs
+        self.root = _Scope(L.Block(prefix="t"))
+        self.loop_counter = 0
+
+    # --- entry -------------------------------------------------------------------------
+    def lower(self) -> Kernel:
+        g, pb = self.g, self.pb
+        grid = tuple(pb.dim(d) for d in g.grid)
+        gvars = tuple(f"g{i}" for i in range(len(g.grid)))
+        self.gcoords = tuple(var(n, I64) for n in gvars)
+        sc = self.root
+        for h in g.heavies:
+            if h.op in N.REDUCE:
+                self.reduce_at(sc, h, self.gcoords)
+        by_layout: dict[Layout, list[Value]] = {}
+        for v, lay in g.stores:
+            if lay is None:
+                idx = self.grid_index(v)
+                self.store(sc, v, idx)
+            else:
+                by_layout.setdefault(lay, []).append(v)
+        for lay, vals in by_layout.items():
+            inner_dims = lay.inner
+            ext = self.extent(inner_dims)
+            lv = self.fresh_loop("i")
+            body = sc.child()
+            inner_coords = self.decompose(body, var(lv, I64), inner_dims)
+            idx = self.merge(lay, self.gcoords, inner_coords)
+            for v in vals:
+                self.store(body, v, idx)
+            sc.blk.stmts.append(Loop(lv, ext, tuple(body.blk.stmts), "parallel"))
+        names = sorted(self.used_scalars(sc.blk.stmts, grid))
+        scalars = tuple(ScalarParam(n, "u64" if n.startswith("key") else I64) for n in names)
+        used_bufs = self.used_buffers(sc.blk.stmts)
+        note = g.describe(self.pb.fn.names)
+        return Kernel(f"{safe_ident(self.pb.fn.name, 'k')}_{g.index}", grid, gvars,
+                      tuple(sc.blk.stmts), tuple(used_bufs), scalars, note)
+
+    def fresh_loop(self, p: str) -> str:
+        self.loop_counter += 1
+        return f"{p}{self.loop_counter}"
+
+    def used_scalars(self, stmts, grid) -> set[str]:
+        names: set[str] = set()
+        seen: set[int] = set()
+        stack = list(walk_exprs(stmts)) + list(grid)
+        while stack:
+            e = stack.pop()
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            if e.op == "var" and (e.attrs[0] in self.pb.dims or e.attrs[0].startswith("key")):
+                names.add(e.attrs[0])
+            stack.extend(e.args)
+        return names
+
+    def used_buffers(self, stmts) -> list[str]:
+        out: list[str] = []
+        seen: set[int] = set()
+
+        def visit(ss):
+            for s in ss:
+                if isinstance(s, Store) and s.buffer not in out:
+                    out.append(s.buffer)
+                if isinstance(s, (Loop, Reduce)):
+                    visit(s.body)
+        stack = list(walk_exprs(stmts))
+        while stack:
+            e = stack.pop()
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            if e.op == "load" and e.attrs[0] not in out:
+                out.append(e.attrs[0])
+            stack.extend(e.args)
+        visit(stmts)
+        return sorted(out, key=lambda b: list(self.pb.buffers).index(b))
+
+    # --- indices -----------------------------------------------------------------------
+    def extent(self, dims) -> KExpr:
+        n = Dim.const(1)
+        for d in dims:
+            n = n * d
+        return self.pb.dim(n)
+
+    def flat(self, sc: _Scope, idx, shape) -> KExpr:
+        if not shape:
+            return i64(0)
+        acc = None
+        stride = Dim.const(1)
+        for c, d in reversed(list(zip(idx, shape))):
+            term = c if stride == Dim.const(1) else c * self.pb.dim(stride)
+            acc = term if acc is None else term + acc
+            stride = stride * d
+        return sc.blk.let(acc, "ix")
+
+    def decompose(self, sc: _Scope, f: KExpr, dims) -> tuple[KExpr, ...]:
+        out = []
+        rest = f
+        for j, d in enumerate(reversed(dims)):
+            if d == Dim.const(1):
+                out.append(i64(0))
+                continue
+            last = all(e == Dim.const(1) for e in list(reversed(dims))[j + 1:])
+            if last:
+                out.append(rest)
+                continue
+            de = self.pb.dim(d)
+            out.append(sc.blk.let(rest % de, "c"))
+            rest = sc.blk.let(rest // de, "q")
+        return tuple(reversed(out))
+
+    def merge(self, lay: Layout, gc, ic) -> tuple[KExpr, ...]:
+        gi, ii = iter(gc), iter(ic)
+        return tuple(next(ii) if a in lay.inner_axes else next(gi) for a in range(len(lay.shape)))
+
+    def grid_index(self, v: Value) -> tuple[KExpr, ...]:
+        one = Dim.const(1)
+        g = iter(self.gcoords)
+        if v.op in N.REDUCE:
+            axes, keep, _ = v.attrs
+            src_rank = len(v.srcs[0].shape)
+            if keep:
+                return tuple(i64(0) if a in axes else next(g) for a in range(src_rank))
+            return tuple(next(g) for _ in v.shape)
+        if len([d for d in v.shape if d != one]) != len([d for d in self.g.grid if d != one]):
+            raise NotLowerable(f"cannot store {v.op} of shape {v.shape} at grid level")
+        out = []
+        gl = [(c, d) for c, d in zip(self.gcoords, self.g.grid) if d != one]
+        it = iter(gl)
+        for d in v.shape:
+            out.append(i64(0) if d == one else next(it)[0])
+        return tuple(out)
+
+    # --- stores ------------------------------------------------------------------------
+    def store(self, sc: _Scope, v: Value, idx) -> None:
+        for name in self.buffers_for(v):
+            buf = self.pb.buffers[name]
+            fmt = get_format(buf.fmt)
+            x = self.emit(sc, v, idx)
+            raw = L.encode(sc.blk, self.to_carrier(sc, x, v.fmt, fmt), fmt)
+            sc.blk.stmts.append(Store(name, self.flat(sc, idx, v.shape), raw))
+
+    def buffers_for(self, v: Value) -> list[str]:
+        names = []
+        if v in self.pb.buffer_of and self.pb.buffers[self.pb.buffer_of[v]].role != "in":
+            names.append(self.pb.buffer_of[v])
+        for i, o in enumerate(self.pb.plan.outputs):
+            if o is v and self.outputs[i] not in names:
+                names.append(self.outputs[i])
+        return names
+
+    # --- values ------------------------------------------------------------------------
+    def to_carrier(self, sc: _Scope, x: KExpr, src_fmt: Format, fmt: Format) -> KExpr:
+        want = L.carrier(fmt)
+        if x.dtype == want:
+            return x
+        if x.dtype == "bool":
+            return select(x, const(1, want), const(0, want)) if want != "bool" else x
+        if want == "bool":
+            return x.ne(const(0, x.dtype))
+        return x.cast(want)
+
+    def as_f64(self, x: KExpr) -> KExpr:
+        if x.dtype == "bool":
+            return select(x, f64c(1.0), f64c(0.0))
+        return x.cast("f64")
+
+    def truthy(self, x: KExpr) -> KExpr:
+        return x if x.dtype == "bool" else x.ne(const(0, x.dtype))
+
+    def finish(self, sc: _Scope, x64: KExpr, fmt: Format) -> KExpr:
+        """Round an exact-or-f64 result once to fmt and return it in fmt's carrier."""
+        r = L.round_to(sc.blk, x64, fmt)
+        want = L.carrier(fmt)
+        if want == "bool":
+            return r.ne(f64c(0.0))
+        return sc.blk.let(r.cast(want), "v") if want != "f64" else r
+
+    def emit(self, sc: _Scope, v: Value, idx) -> KExpr:
+        key = (v, tuple(idx))
+        hit = sc.get(key)
+        if hit is not None:
+            return hit
+        e = self._emit(sc, v, tuple(idx))
+        sc.memo[key] = e
+        return e
+
+    def is_loaded(self, v: Value) -> bool:
+        if v.op == Op.PARAM:
+            return True
+        if v.op == Op.CONST and v.shape:
+            return True
+        if v.op in (N.REDUCE | {Op.MATMUL, Op.TOPK_MASK}):
+            return self.pb.plan.owner.get(v) != self.g.index
+        return False
+
+    def load_value(self, sc: _Scope, v: Value, idx) -> KExpr:
+        if v.op == Op.CONST:
+            name = self.pb.buffer_of.get(v)
+            if name is None:
+                name = f"cst{len(self.pb.const_data)}"
+                self.pb.add_buffer(v, name, "const")
+                self.pb.buffer_of[v] = name
+                vals = np.array(v.attrs[0], dtype=np.float64)
+                self.pb.const_data[name] = vals
+        else:
+            name = self.pb.buffer_of[v]
+        buf = self.pb.buffers[name]
+        raw = sc.blk.let(load(name, self.flat(sc, idx, v.shape), buf.storage), "ld")
+        return L.decode(sc.blk, raw, v.fmt)
+
+    def _emit(self, sc: _Scope, v: Value, idx) -> KExpr:
+        if self.is_loaded(v):
+            return self.load_value(sc, v, idx)
+        op = v.op
+        fmt = v.fmt
+        if op == Op.CONST:
+            x = float(v.attrs[0][0])
+            c = L.carrier(fmt)
+            return const(x != 0, "bool") if c == "bool" else const(x, c)
+        if op == Op.DIM:
+            return self.finish(sc, self.pb.dim(v.attrs[0]).cast("f64"), fmt)
+        if op in N.REDUCE:
+            axes, keep, _ = v.attrs
+            if keep:
+                kept = tuple(c for a, c in enumerate(idx) if a not in axes)
+            else:
+                kept = idx
+            return self.reduce_at(sc, v, kept)
+        if op == Op.MATMUL:
+            return self.matmul_at(sc, v, idx)
+        if op == Op.TOPK_MASK:
+            return self.topk_at(sc, v, idx)
+        if op in N.MOVEMENT:
+            return self.movement(sc, v, idx)
+        if op == Op.ARANGE:
+            return self.finish(sc, idx[0].cast("f64"), fmt)
+        if op == Op.RAND:
+            k0, k1 = self.key(v.attrs[0])
+            u = L.philox_uniform(sc.blk, self.flat(sc, idx, v.shape), k0, k1)
+            return self.finish(sc, u, fmt)
+        srcs = [self.emit(sc, s, self.bcast(idx, v.shape, s.shape)) for s in v.srcs]
+        if op == Op.ROUND:
+            mode, sat, stream = v.attrs
+            rw = None
+            if mode == "sr":
+                k0, k1 = self.key(stream)
+                f = self.flat(sc, idx, v.shape)
+                rw = lambda: L.philox_first_word(sc.blk, f, k0, k1)  # noqa: E731
+            if _embeds(v.srcs[0].fmt, fmt) and srcs[0].dtype != "bool":
+                return self.to_carrier(sc, srcs[0], fmt, fmt)  # exact conversion
+            r = L.round_to(sc.blk, self.as_f64(srcs[0]), fmt, mode, sat, rw)
+            return self.to_carrier(sc, r, fmt, fmt) if L.carrier(fmt) != "f64" else r
+        if op in (Op.ADD, Op.SUB, Op.MUL) and fmt.name == "f32" and all(
+                s.dtype == "f32" for s in srcs):
+            name = {Op.ADD: "add", Op.SUB: "sub", Op.MUL: "mul"}[op]
+            return sc.blk.let(KExpr(name, tuple(srcs), (), "f32"), "v")
+        if op in N.COMPARE:
+            a, b = (self.as_f64(s) for s in srcs)
+            r = getattr(a, {Op.LT: "lt", Op.LE: "le", Op.GT: "gt", Op.GE: "ge", Op.EQ: "eq",
+                            Op.NE: "ne"}[op])(b)
+            return self.to_carrier(sc, sc.blk.let(r, "cmp"), fmt, fmt)
+        if op in (Op.AND, Op.OR):
+            a, b = (self.truthy(s) for s in srcs)
+            r = a & b if op == Op.AND else a | b
+            return self.to_carrier(sc, sc.blk.let(r, "lg"), fmt, fmt)
+        if op == Op.NOT:
+            return self.to_carrier(sc, sc.blk.let(unary("not", self.truthy(srcs[0])), "lg"),
+                                   fmt, fmt)
+        if op == Op.WHERE:
+            c = self.truthy(srcs[0])
+            want = L.carrier(fmt)
+            a = self.to_carrier(sc, srcs[1], fmt, fmt) if srcs[1].dtype != want else srcs[1]
+            b = self.to_carrier(sc, srcs[2], fmt, fmt) if srcs[2].dtype != want else srcs[2]
+            return sc.blk.let(select(c, a, b), "w")
+        xs = [self.as_f64(s) for s in srcs]
+        if op in N.UNARY:
+            x = xs[0]
+            if op in (Op.NEG, Op.ABS, Op.FLOOR, Op.CEIL, Op.SQRT, Op.EXP, Op.LOG, Op.TANH,
+                      Op.SIN, Op.COS, Op.EXP2, Op.LOG2):
+                r = unary(op, x)
+            elif op == Op.RSQRT:
+                r = f64c(1.0) / unary("sqrt", x)
+            elif op == Op.SIGMOID:
+                r = f64c(1.0) / (f64c(1.0) + unary("exp", -x))
+            else:  # pragma: no cover
+                raise NotLowerable(f"operation {op} is not supported by kernel backends")
+            return self.finish(sc, sc.blk.let(r, op), fmt)
+        if op in (Op.ADD, Op.SUB, Op.MUL, Op.DIV):
+            a, b = xs
+            r = {Op.ADD: a + b, Op.SUB: a - b, Op.MUL: a * b, Op.DIV: a / b}[op]
+            return self.finish(sc, sc.blk.let(r, op), fmt)
+        if op in (Op.MIN, Op.MAX):
+            a, b = xs
+            r = L.np_minimum(a, b) if op == Op.MIN else L.np_maximum(a, b)
+            return self.finish(sc, sc.blk.let(r, op), fmt)
+        if op == Op.FMA:
+            return self.fma(sc, v, srcs, xs)
+        raise NotLowerable(f"operation '{op}' is not supported by the kernel backends yet")
+
+    def fma(self, sc, v, srcs, xs) -> KExpr:
+        if any(s.dtype == "f64" for s in srcs) or v.fmt.precision > 51:
+            raise NotLowerable("fma with f64 operands is not supported by the kernel backends")
+        a, b, c = xs
+        blk = sc.blk
+        p = blk.let(a * b, "p")  # exact: operands have at most 24 significand bits
+        s = blk.let(p + c, "s")
+        bb = blk.let(s - p, "bb")
+        err = blk.let((p - (s - bb)) + (c - bb), "err")  # TwoSum: p + c = s + err exactly
+        bits = blk.let(s.bitcast("u64"), "sb")
+        even = (bits & L.u64(1)).eq(L.u64(0))
+        # round to odd: move s one ulp toward err when inexact and s's last bit is even
+        toward_up = (err.gt(f64c(0.0))).eq(s.gt(f64c(0.0)) | (s.eq(f64c(0.0)) & err.gt(f64c(0.0))))
+        moved = select(toward_up, bits + L.u64(1), bits - L.u64(1)).bitcast("f64")
+        odd = blk.let(select(err.ne(f64c(0.0)) & even & s.ne(f64c(0.0)), moved, s), "odd")
+        return self.finish(sc, odd, v.fmt)
+
+    def key(self, stream: int) -> tuple[KExpr, KExpr]:
+        name = f"key{stream}"
+        self.pb.streams[name] = stream
+        return var(f"{name}_lo", "u64"), var(f"{name}_hi", "u64")
+
+    def bcast(self, idx, shape, src_shape) -> tuple[KExpr, ...]:
+        r = len(src_shape)
+        tail = idx[len(idx) - r:] if r else ()
+        one = Dim.const(1)
+        return tuple(i64(0) if (ds == one and dv != one) else c
+                     for c, ds, dv in zip(tail, src_shape, shape[len(shape) - r:]))
+
+    def movement(self, sc: _Scope, v: Value, idx) -> KExpr:
+        op = v.op
+        src = v.srcs[0]
+        if op == Op.RESHAPE:
+            return self.emit(sc, src, self.reshape_index(sc, idx, tuple(v.shape),
+                                                         tuple(src.shape)))
+        if op == Op.TRANSPOSE:
+            perm = v.attrs[0]
+            sidx = [None] * len(perm)
+            for out_axis, in_axis in enumerate(perm):
+                sidx[in_axis] = idx[out_axis]
+            return self.emit(sc, src, tuple(sidx))
+        if op == Op.BROADCAST:
+            return self.emit(sc, src, self.bcast(idx, v.shape, src.shape))
+        if op == Op.SLICE:
+            it = iter(idx)
+            sidx = []
+            for item in v.attrs[0]:
+                if item[0] == "new":
+                    next(it)
+                elif item[0] == "i":
+                    sidx.append(self.pb.dim(item[1]))
+                else:
+                    start, step = item[1], item[3]
+                    c = next(it)
+                    e = c * i64(step) if step != 1 else c
+                    if start != Dim.const(0):
+                        e = e + self.pb.dim(start)
+                    sidx.append(sc.blk.let(e, "sl") if e is not c else c)
+            sidx.extend(it)
+            return self.emit(sc, src, tuple(sidx))
+        if op == Op.CONCAT:
+            axis = v.attrs[0] % len(v.shape)
+            result = None
+            offset = Dim.const(0)
+            parts = []
+            for s in v.srcs:
+                parts.append((s, offset))
+                offset = offset + s.shape[axis]
+            c = idx[axis]
+            for s, off in reversed(parts):
+                n = s.shape[axis]
+                local = c - self.pb.dim(off) if off != Dim.const(0) else c
+                # clamp so that the untaken arms still load in range
+                local = sc.blk.let(select(local.lt(i64(0)), i64(0),
+                                          select(local.ge(self.pb.dim(n)),
+                                                 self.pb.dim(n) - i64(1), local)), "cc")
+                sidx = tuple(local if a == axis else x for a, x in enumerate(idx))
+                val = self.emit(sc, s, sidx)
+                want = L.carrier(v.fmt)
+                val = self.to_carrier(sc, val, v.fmt, v.fmt) if val.dtype != want else val
+                if result is None:
+                    result = val
+                else:
+                    hi = self.pb.dim(off + n)
+                    result = sc.blk.let(select(c.lt(hi), val, result), "cat")
+            return result
+        raise NotLowerable(f"movement {op}")  # pragma: no cover
+
+    def reshape_index(self, sc: _Scope, idx, shape, src_shape) -> tuple[KExpr, ...]:
+        # matching leading and trailing dimensions map straight through
+        i = 0
+        while i < min(len(shape), len(src_shape)) and shape[i] == src_shape[i]:
+            i += 1
+        j = 0
+        while (j < min(len(shape), len(src_shape)) - i
+               and shape[len(shape) - 1 - j] == src_shape[len(src_shape) - 1 - j]):
+            j += 1
+        mid = idx[i:len(idx) - j]
+        mid_shape = shape[i:len(shape) - j]
+        src_mid = src_shape[i:len(src_shape) - j]
+        f = self.flat(sc, mid, mid_shape) if mid_shape else i64(0)
+        smid = self.decompose(sc, f, src_mid) if src_mid else ()
+        return tuple(idx[:i]) + tuple(smid) + tuple(idx[len(idx) - j:])
+
+    # --- heavy operations --------------------------------------------------------------
+    def reduce_at(self, sc: _Scope, v: Value, kept) -> KExpr:
+        key = ("reduce", v, tuple(kept))
+        hit = sc.get(key)
+        if hit is not None:
+            return hit
+        axes, keep, order = v.attrs
+        src = v.srcs[0]
+        rdims = [src.shape[a] for a in sorted(axes)]
+        ext = self.extent(rdims)
+        rv = self.fresh_loop("r")
+        body = sc.child()
+        rcoords = self.decompose(body, var(rv, I64), rdims)
+        it_k, it_r = iter(kept), iter(rcoords)
+        sidx = tuple(next(it_r) if a in axes else next(it_k) for a in range(len(src.shape)))
+        x = self.emit(body, src, sidx)
+        fmt = v.fmt
+        name = sc.blk.fresh("red")
+        if v.op in (Op.RMAX, Op.RMIN):
+            dt = L.carrier(fmt)
+            x = x if x.dtype == dt else x.cast(dt)
+            a, b = acc_vars(dt)
+            comb = L.np_maximum(a, b) if v.op == Op.RMAX else L.np_minimum(a, b)
+            red = Reduce(name, rv, ext, tuple(body.blk.stmts), x, comb,
+                         const(float("nan"), dt), "any", "max" if v.op == Op.RMAX else "min")
+            sc.blk.stmts.append(red)
+            out = var(name, dt)
+        else:
+            if fmt.name not in ("f32", "f64"):
+                raise NotLowerable(f"sums accumulated in {fmt.name} are not supported by the "
+                                   "kernel backends yet")
+            dt = fmt.name
+            xe = x.cast(dt) if x.dtype != dt else x
+            if x.dtype == "bool":
+                xe = select(x, const(1.0, dt), const(0.0, dt))
+            if order == "kahan":
+                out = self.kahan(sc, body, rv, ext, xe, dt, name)
+            else:
+                a, b = acc_vars(dt)
+                red = Reduce(name, rv, ext, tuple(body.blk.stmts), xe, a + b,
+                             const(0.0, dt), "seq" if order == "seq" else "pairwise", "sum")
+                sc.blk.stmts.append(red)
+                out = var(name, dt)
+            if v.op == Op.MEAN:
+                out = self.finish(sc, sc.blk.let(out.cast("f64") / ext.cast("f64"), "mean"), fmt)
+        sc.memo[key] = out
+        return out
+
+    def kahan(self, sc, body, rv, ext, xe, dt, name) -> KExpr:
+        """Kahan's compensated sum, left to right, as the reference does it (serial loop)."""
+        s, c = f"{name}_s", f"{name}_c"
+        sv, cv = var(s, dt), var(c, dt)
+        first = var(f"{name}_first", "bool")
+        stmts = list(body.blk.stmts)
+        y = var(f"{name}_y", dt)
+        t = var(f"{name}_t", dt)
+        stmts += [Let(f"{name}_first", var(rv, I64).eq(i64(0))),
+                  Let(f"{name}_y", xe - cv),
+                  Let(f"{name}_t", sv + y),
+                  Assign(c, select(first, const(0.0, dt), (t - sv) - y)),
+                  Assign(s, select(first, xe, t))]
+        sc.blk.stmts += [Decl(s, const(0.0, dt)), Decl(c, const(0.0, dt)),
+                         Loop(rv, ext, tuple(stmts), "serial")]
+        return sv
+
+    def matmul_at(self, sc: _Scope, v: Value, idx) -> KExpr:
+        a, b = v.srcs
+        acc = get_format(v.attrs[0])
+        if acc.name not in ("f32", "f64"):
+            raise NotLowerable(f"matmul accumulated in {acc.name} is not supported by the "
+                               "kernel backends yet")
+        dt = acc.name
+        va, vb = len(a.shape) == 1, len(b.shape) == 1
+        K = a.shape[-1]
+        out = list(idx)
+        j = None if vb else out.pop()
+        i = None if va else out.pop()
+        batch = out
+        rv = self.fresh_loop("r")
+        body = sc.child()
+        k = var(rv, I64)
+
+        def operand_index(x: Value, rows, cols):
+            lead = len(x.shape) - 2
+            bidx = self.bcast(tuple(batch), tuple(v.shape[:len(batch)]), tuple(x.shape[:lead])) \
+                if lead > 0 else ()
+            return tuple(bidx) + (rows, cols)
+
+        ia = (k,) if va else operand_index(a, i, k)
+        ib = (k,) if vb else operand_index(b, k, j)
+        xa = self.emit(body, a, ia)
+        xb = self.emit(body, b, ib)
+        if dt == "f32" and xa.dtype == "f32" and xb.dtype == "f32":
+            prod_ = body.blk.let(xa * xb, "pr")
+        else:
+            prod_ = self.finish(body, body.blk.let(self.as_f64(xa) * self.as_f64(xb), "pr"), acc)
+            prod_ = prod_.cast(dt) if prod_.dtype != dt else prod_
+        av, bv = acc_vars(dt)
+        name = sc.blk.fresh("mm")
+        sc.blk.stmts.append(Reduce(name, rv, self.pb.dim(K), tuple(body.blk.stmts), prod_,
+                                   av + bv, const(0.0, dt), "seq", "sum"))
+        return self.finish(sc, var(name, dt).cast("f64"), v.fmt)
+
+    def topk_at(self, sc: _Scope, v: Value, idx) -> KExpr:
+        kk, axis = v.attrs
+        src = v.srcs[0]
+        axis %= len(src.shape)
+        n = src.shape[axis]
+        xj = self.as_f64(self.emit(sc, src, idx))
+        rv = self.fresh_loop("r")
+        body = sc.child()
+        lv = var(rv, I64)
+        lidx = tuple(lv if a == axis else c for a, c in enumerate(idx))
+        xl = self.as_f64(self.emit(body, src, lidx))
+        before = xl.gt(xj) | (xl.eq(xj) & lv.lt(idx[axis]))
+        cnt = body.blk.let(select(before, i64(1), i64(0)), "cnt")
+        av, bv = acc_vars(I64)
+        name = sc.blk.fresh("rank")
+        sc.blk.stmts.append(Reduce(name, rv, self.pb.dim(n), tuple(body.blk.stmts), cnt,
+                                   av + bv, i64(0), "any", "sum"))
+        m = sc.blk.let(var(name, I64).lt(i64(kk)), "top")
+        return self.to_carrier(sc, m, v.fmt, v.fmt)

@@ -1,0 +1,54 @@
+"""Shared by the backend tests: run every stdlib function through a kernel backend and compare
+with the reference backend (the oracle)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numgrade.api import load_stdlib, stdlib_names
+from numgrade.backends.reference import Interpreter
+from numgrade.kernel.lower import NotLowerable
+from numgrade.kernel.runtime import run_program
+
+SIZES = dict(M=16, N=128, T=3, D=32, S=5, E=8, H=16, F=8, K=4, B=2, R=4, C=3)
+
+
+def stdlib_cases():
+    """(program, function) for every stdlib function."""
+    return [(p, n) for p in stdlib_names() for n in load_stdlib(p).functions]
+
+
+def random_args(fn, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    args = []
+    for p in fn.params:
+        shape = []
+        for d in p.value.shape:
+            try:
+                shape.append(int(d.evaluate(SIZES)))
+            except KeyError:
+                shape.append(4)
+        lo, hi = p.range if p.range else (-4.0, 4.0)
+        args.append(rng.uniform(max(lo, -1e4), min(hi, 1e4), size=shape))
+    return args
+
+
+def run_both(prog: str, name: str, launcher_for, seed: int = 3):
+    """(reference outputs, kernel outputs) or None when the function is not lowerable."""
+    mod = load_stdlib(prog)
+    f = mod[name]
+    try:
+        program = f.kernels()
+    except NotLowerable:
+        return None
+    args = random_args(f.ir)
+    ref = Interpreter(mod.ir).run(name, args, seed)
+    got = run_program(program, launcher_for(program), f.ir, args, seed)
+    return ref, got
+
+
+def bit_equal(a, b) -> bool:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return (a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+            and np.array_equal(np.signbit(a), np.signbit(b)))
