@@ -223,7 +223,7 @@ class Function:
 
     def kernels(self):
         """The lowered kernel program (kernel/ir.py) that every kernel backend starts from."""
-        from .kernel.lower import lower_function
+        from .kernels.lower import lower_function
 
         if getattr(self, "_kernels", None) is None:
             self._kernels = lower_function(self.module.ir, self.ir)
@@ -276,7 +276,7 @@ class CompiledFunction:
 
     def _run_kernels(self, arrays, seed):
         from .backends.registry import get_backend
-        from .kernel.runtime import run_program
+        from .kernels.runtime import run_program
 
         program = self.fn.kernels()
         if self._launcher is None:

@@ -348,7 +348,7 @@ def _cmd_fpcore(a) -> int:
 
 
 def _kernels_text(mod, names) -> str:
-    from .kernel.ir import format_program
+    from .kernels.ir import format_program
 
     parts = []
     for n in names:

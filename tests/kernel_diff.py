@@ -7,8 +7,8 @@ import numpy as np
 
 from numgrade.api import load_stdlib, stdlib_names
 from numgrade.backends.reference import Interpreter
-from numgrade.kernel.lower import NotLowerable
-from numgrade.kernel.runtime import run_program
+from numgrade.kernels.lower import NotLowerable
+from numgrade.kernels.runtime import run_program
 
 SIZES = dict(M=16, N=128, T=3, D=32, S=5, E=8, H=16, F=8, K=4, B=2, R=4, C=3)
 

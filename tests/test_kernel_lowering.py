@@ -15,9 +15,9 @@ import pytest
 
 from numgrade.api import compile_source, load_stdlib, stdlib_names
 from numgrade.ir.formats import FORMATS, philox_uint32, round_array
-from numgrade.kernel import legalize as L
-from numgrade.kernel.ir import Let, format_program, var, walk_exprs
-from numgrade.kernel.lower import C_KEYWORDS, NotLowerable, is_safe_ident, lower_function, safe_ident
+from numgrade.kernels import legalize as L
+from numgrade.kernels.ir import Let, format_program, var, walk_exprs
+from numgrade.kernels.lower import C_KEYWORDS, NotLowerable, is_safe_ident, lower_function, safe_ident
 
 NP = {"f64": np.float64, "f32": np.float32, "i64": np.int64, "i32": np.int32, "u64": np.uint64,
       "u32": np.uint32, "u16": np.uint16, "u8": np.uint8, "bool": np.bool_}
@@ -217,7 +217,7 @@ def test_hostile_parameter_names_are_mangled():
 # --- the lowering, end to end, through the kernel-IR interpreter ---------------------------
 from kernel_diff import bit_equal, run_both, stdlib_cases  # noqa: E402
 
-from numgrade.kernel.interp import KernelInterpreter  # noqa: E402
+from numgrade.kernels.interp import KernelInterpreter  # noqa: E402
 
 
 @pytest.mark.parametrize("prog,name", stdlib_cases())

@@ -11,7 +11,7 @@ KERNEL_BACKENDS = {
     "triton": ("numgrade.backends.triton_backend", "TritonBackend"),
     "tvm": ("numgrade.backends.tvm_backend", "TVMBackend"),
     "cuda": ("numgrade.backends.cuda_backend", "CudaBackend"),
-    "kernel-interp": ("numgrade.kernel.interp", "KernelInterpreter"),
+    "kernel-interp": ("numgrade.kernels.interp", "KernelInterpreter"),
 }
 ALL_BACKENDS = ("reference",) + tuple(KERNEL_BACKENDS)
 

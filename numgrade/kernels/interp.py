@@ -1,7 +1,7 @@
 """A numpy executor of kernel IR: the oracle every code-generating backend is compared with.
 
 It implements the backend contract of :mod:`numgrade.backends.base` and follows the primitive
-semantics of :mod:`numgrade.kernel.ir` with numpy scalar types of the stated dtypes (float32
+semantics of :mod:`numgrade.kernels.ir` with numpy scalar types of the stated dtypes (float32
 arithmetic in ``np.float32``, wrap-around integers of the stated width and signedness, logical
 vs arithmetic shifts by signedness, truncating float->int casts, bitcasts via ``.view``).
 
@@ -431,8 +431,9 @@ class _Executor:
             return
         env: dict[str, Value] = dict(self.scalars)
         rank = len(extents)
-        for i, (name, n) in enumerate(zip(k.grid_vars, extents)):
-            env[name] = np.arange(n, dtype=np.int64).reshape((1,) * i + (n,) + (1,) * (rank - i - 1))
+        for i, (name, n) in enumerate(zip(k.grid_vars, extents)):  # one axis per coordinate
+            axis = (1,) * i + (n,) + (1,) * (rank - i - 1)
+            env[name] = np.arange(n, dtype=np.int64).reshape(axis)
         self._run_body(k.body, _Frame(env, tuple(extents), set()))
 
     def _eval(self, e: KExpr, env: Mapping[str, Value]) -> Value:
@@ -555,7 +556,7 @@ class _Executor:
             written = tuple(frame.mutable) if s.kind == "serial" else ()
         names = (self.refs[id(s)] | frame.mutable) & frame.env.keys()
         results: dict[str, np.ndarray] = {}
-        for n in np.unique(full):
+        for n in np.unique(ext):  # ext's own shape: often far smaller than the lanes
             mask = full == n
             env = {name: (np.broadcast_to(v, frame.shape)[mask] if np.ndim(v) else v)
                    for name, v in ((name, frame.env[name]) for name in names)}

@@ -1,0 +1,864 @@
+"""The Triton backend: one ``@triton.jit`` function per kernel of a :class:`KernelProgram`.
+
+Why the shapes below: Triton programs are blocks of lanes, so the emitter vectorises what the
+kernel IR marks as independent and keeps everything else scalar, which keeps the result bit for
+bit equal to the reference semantics.
+
+* Grid: the kernel grid is launched as a 1-D grid; ``tl.program_id(0)`` (as i64) is decomposed
+  row-major into the grid variables (the last varies fastest). An empty grid is one instance.
+* ``Loop(kind="parallel")`` outside any vectorised loop becomes ``for base in range(0, n, B):
+  offs = base + tl.arange(0, B)`` with masked loads and stores; a parallel loop whose body is
+  exactly one parallel loop (with an extent independent of the outer variable) is flattened into
+  one vectorised loop. Parallel loops inside a vectorised loop, serial loops and their
+  ``Decl``/``Assign`` accumulators are scalar ``for`` loops (accumulators are broadcast to the
+  lane block inside a vectorised loop). ``B`` is a ``constexpr`` chosen by the host launcher
+  from the extent (next power of two, at most 1024).
+* ``Reduce`` outside a vectorised loop: ``any`` order is vectorised (each lane folds with the
+  combine, a lane-occupancy flag makes the fold identity-free, and the cross-lane step is
+  ``tl.reduce`` with a generated ``@triton.jit`` combine function); ``pairwise`` is vectorised
+  *exactly*: each chunk of ``C`` (a power of two) elements is reduced level by level
+  (``tl.split`` of adjacent pairs), and the perfect subtrees are merged by the binary-counter
+  stack of the reference, kept as bit patterns in a 64-slot tensor indexed by subtree height;
+  ``seq`` is a scalar loop. Inside a vectorised loop a ``Reduce`` runs per lane in its exact
+  order (``pairwise`` with a per-lane 64-slot stack). So every order is bit-exact:
+  ``exact_sum_order = True``.
+* Floats: no FMA contraction (``enable_fp_fusion=False`` on every launch and compile), no FTZ
+  in libdevice (``enable_reflect_ftz=False``), f32 ``/`` and ``sqrt`` are ``tl.math.div_rn`` /
+  ``sqrt_rn`` (f64 ``/`` and ``tl.sqrt`` are IEEE already). ``neg``/``abs`` flip/clear the sign
+  bit; ``rint`` is ``(|x| + 2**52) - 2**52`` with the sign copied back (exact for RNE);
+  ``trunc`` is floor/ceil by sign. Float literals are ``repr`` (round-trips) or, for -0.0,
+  inf and NaN, a bitcast of the integer bit pattern. Every literal is a typed ``tl.full``.
+* Math ops (f64 only): ``tl.exp log sin cos exp2 log2`` and libdevice ``tanh`` on a GPU (so a
+  GPU may differ from the host libm in the last place); under the interpreter they are numpy's.
+* No GPU: the backend sets ``TRITON_INTERPRET=1`` (if unset and ``torch.cuda`` sees no device)
+  before it imports Triton, so the same source runs on numpy. :func:`compile_ptx` compiles the
+  kernels to PTX for an NVIDIA target without a GPU (Triton's own ptxas/LLVM).
+
+Generated sources are written to ``~/.cache/numgrade/triton/<sha256>.py`` and imported from
+there, because ``@triton.jit`` reads its function's source file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import re
+import struct
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, KExpr, Kernel, KernelProgram, Let, Loop,
+                         Reduce, Stmt, Store)
+from .base import Launcher
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+TL_DTYPES = {"f64": "tl.float64", "f32": "tl.float32", "i64": "tl.int64", "i32": "tl.int32",
+             "u64": "tl.uint64", "u32": "tl.uint32", "u16": "tl.uint16", "u8": "tl.uint8",
+             "bool": "tl.int1"}
+SIG_DTYPES = {"f64": "fp64", "f32": "fp32", "i64": "i64", "i32": "i32", "u64": "u64",
+              "u32": "u32", "u16": "u16", "u8": "u8"}
+# the signed integer type holding a reduce accumulator's bits in the slot stack
+_BITS = {"f64": ("tl.int64", "bitcast"), "i64": ("tl.int64", "same"),
+         "u64": ("tl.int64", "bitcast"), "f32": ("tl.int32", "bitcast"),
+         "i32": ("tl.int32", "same"), "u32": ("tl.int32", "bitcast"),
+         "u16": ("tl.int32", "value"), "u8": ("tl.int32", "value"), "bool": ("tl.int32", "value")}
+_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+_BIN = {"add": "+", "sub": "-", "mul": "*", "band": "&", "bor": "|", "bxor": "^", "and": "&",
+        "or": "|", "shl": "<<", "shr": ">>", "mod": "%"}
+_MATH = {"exp": "tl.exp", "log": "tl.log", "sin": "tl.sin", "cos": "tl.cos", "exp2": "tl.exp2",
+         "log2": "tl.log2", "tanh": "_tanh_f64"}
+MAX_BLOCK = 1024
+SYMBOLIC_CHUNK = 512  # pairwise chunk when the extent is not a constant (must be fixed in source)
+
+
+def ident(name: str) -> str:
+    """``name`` if it is a plain identifier; refusing instead of splicing anything else."""
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise ValueError(f"not an identifier: {name!r}")
+    return name
+
+
+def _next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def block_for(extent: int) -> int:
+    """The lane-block size for a vectorised loop of ``extent`` iterations."""
+    return max(2, min(MAX_BLOCK, _next_pow2(extent)))
+
+
+def _float_bits(value: float, dtype: str) -> int:
+    if dtype == "f64":
+        return struct.unpack("<q", struct.pack("<d", value))[0]
+    return struct.unpack("<i", struct.pack("<f", value))[0]
+
+
+def literal(value: Any, dtype: str) -> str:
+    """A typed Triton scalar for a constant, printed exactly from the number."""
+    t = TL_DTYPES[dtype]
+    if dtype in FLOAT_DTYPES:
+        v = float(value)
+        if math.isfinite(v) and not (v == 0.0 and math.copysign(1.0, v) < 0):
+            return f"tl.full((), {v!r}, {t})"
+        it = "tl.int64" if dtype == "f64" else "tl.int32"
+        return f"tl.full((), {_float_bits(v, dtype)}, {it}).to({t}, bitcast=True)"
+    if dtype == "bool":
+        return f"tl.full((), {bool(value)!r}, tl.int1)"
+    return f"tl.full((), {int(value)}, {t})"
+
+
+def _free_vars(e: KExpr, acc: set[str] | None = None) -> set[str]:
+    acc = set() if acc is None else acc
+    if e.op == "var":
+        acc.add(e.attrs[0])
+    for a in e.args:
+        _free_vars(a, acc)
+    return acc
+
+
+def host_expr(e: KExpr, scalars: set[str]) -> str | None:
+    """``e`` as a Python expression over ``scalars[...]`` (for the launcher), or None."""
+    if e.op == "const":
+        return repr(int(e.attrs[0])) if e.dtype not in FLOAT_DTYPES else None
+    if e.op == "var":
+        return f"int(scalars[{ident(e.attrs[0])!r}])" if e.attrs[0] in scalars else None
+    ops = {"add": "+", "sub": "-", "mul": "*", "div": "//", "mod": "%"}
+    if e.op in ops and len(e.args) == 2:
+        a, b = (host_expr(x, scalars) for x in e.args)
+        if a is not None and b is not None:
+            return f"({a} {ops[e.op]} {b})"
+    return None
+
+
+class _Scope:
+    """Names visible at one nesting level: value names, lane-ness and common subexpressions."""
+
+    def __init__(self, parent: "_Scope | None" = None, mask: str | None = None,
+                 block: str | None = None):
+        self.parent = parent
+        self.mask = mask if mask is not None or parent is None else parent.mask
+        self.block = block if block is not None or parent is None else parent.block
+        self.names: dict[str, str] = {}  # IR name -> Python name
+        self.vector: set[str] = set()  # IR names whose value is a lane block here
+        self.memo: dict[KExpr, tuple[str, bool, frozenset[str]]] = {}
+        self.mutable: set[str] = set()  # Decl'd names: never memoised
+
+    def chain(self):
+        s: _Scope | None = self
+        while s is not None:
+            yield s
+            s = s.parent
+
+    def lookup(self, name: str) -> tuple[str, bool]:
+        for s in self.chain():
+            if name in s.names:
+                return s.names[name], name in s.vector
+        raise ValueError(f"unbound name {name!r} in kernel IR")
+
+    def is_mutable(self, name: str) -> bool:
+        return any(name in s.mutable for s in self.chain())
+
+    def bind(self, name: str, py: str, vector: bool, mutable: bool = False) -> None:
+        for s in self.chain():  # a rebinding invalidates what was computed from the old value
+            s.memo = {k: v for k, v in s.memo.items() if name not in v[2]}
+        self.names[name] = py
+        (self.vector.add if vector else self.vector.discard)(name)
+        if mutable:
+            self.mutable.add(name)
+
+    def find(self, e: KExpr):
+        for s in self.chain():
+            if e in s.memo:
+                return s.memo[e]
+        return None
+
+    @property
+    def in_vector(self) -> bool:
+        return self.mask is not None
+
+
+class _KernelEmitter:
+    """Emits one kernel (plus its helper combine functions) as Triton source lines."""
+
+    def __init__(self, program: KernelProgram, kernel: Kernel):
+        self.p = program
+        self.k = kernel
+        self.lines: list[str] = []
+        self.helpers: list[str] = []
+        self.counter = 0
+        self.blocks: list[tuple[str, str | None]] = []  # (constexpr name, host expr or None)
+        self.scalar_names = {s.name for s in kernel.scalars}
+
+    # ---- plumbing -----------------------------------------------------------------------
+    def fresh(self, stem: str = "t") -> str:
+        self.counter += 1
+        return f"_{stem}{self.counter}"
+
+    def out(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+    # ---- expressions --------------------------------------------------------------------
+    def is_vec(self, e: KExpr, sc: _Scope) -> bool:
+        if e.op == "var":
+            return sc.lookup(e.attrs[0])[1]
+        return any(self.is_vec(a, sc) for a in e.args)
+
+    def expr(self, e: KExpr, sc: _Scope, d: int) -> str:
+        """The Python name (or literal) holding ``e``, emitting temporaries as needed."""
+        if e.op == "var":
+            return sc.lookup(ident(e.attrs[0]))[0]
+        hit = sc.find(e)
+        if hit is not None:
+            return hit[0]
+        code = self.code(e, sc, d)
+        name = self.fresh()
+        free = frozenset(_free_vars(e))
+        self.out(d, f"{name} = {code}")
+        if e.op == "const":  # constants live in the kernel prologue scope for reuse
+            pass
+        if not any(sc.is_mutable(v) for v in free):
+            sc.memo[e] = (name, self.is_vec(e, sc), free)
+        return name
+
+    def code(self, e: KExpr, sc: _Scope, d: int) -> str:
+        op, dt = e.op, e.dtype
+        if op == "const":
+            return literal(e.attrs[0], dt)
+        a = [self.expr(x, sc, d) for x in e.args] if op != "load" else []
+        if op == "load":
+            buf = ident(e.attrs[0])
+            idx = self.expr(e.args[0], sc, d)
+            masked = self.is_vec(e.args[0], sc) and sc.mask is not None
+            return f"tl.load(p_{buf} + {idx}" + (f", mask={sc.mask})" if masked else ")")
+        if op in ("shl", "shr") and e.args[1].dtype != e.args[0].dtype:
+            a[1] = f"{a[1]}.to({TL_DTYPES[e.args[0].dtype]})"
+        if op in _BIN:
+            return f"{a[0]} {_BIN[op]} {a[1]}"
+        if op in _CMP:
+            return f"{a[0]} {_CMP[op]} {a[1]}"
+        if op == "div":
+            if dt == "f32":
+                return f"tl.math.div_rn({a[0]}, {a[1]})"
+            return f"{a[0]} / {a[1]}" if dt == "f64" else f"{a[0]} // {a[1]}"
+        if op == "select":
+            return f"tl.where({a[0]}, {a[1]}, {a[2]})"
+        if op == "not":
+            return f"{a[0]} == 0"
+        if op in ("neg", "abs"):
+            if dt in FLOAT_DTYPES:
+                it, sign = ("tl.uint64", 1 << 63) if dt == "f64" else ("tl.uint32", 1 << 31)
+                bits = f"{a[0]}.to({it}, bitcast=True)"
+                mask = literal(sign if op == "neg" else sign - 1, it[3:].replace("uint", "u"))
+                how = "^" if op == "neg" else "&"
+                return f"({bits} {how} {mask}).to({TL_DTYPES[dt]}, bitcast=True)"
+            return f"-{a[0]}" if op == "neg" else f"tl.abs({a[0]})"
+        if op in ("floor", "ceil"):
+            return f"tl.{op}({a[0]})"
+        if op == "trunc":
+            return f"tl.where({a[0]} < 0, tl.ceil({a[0]}), tl.floor({a[0]}))"
+        if op == "rint":
+            return self.rint(a[0], dt, d)
+        if op == "sqrt":
+            return f"tl.math.sqrt_rn({a[0]})" if dt == "f32" else f"tl.sqrt({a[0]})"
+        if op in _MATH:
+            if dt != "f64":
+                raise ValueError(f"{op} is only defined on f64, got {dt}")
+            return f"{_MATH[op]}({a[0]})"
+        if op == "bitcast":
+            return f"{a[0]}.to({TL_DTYPES[dt]}, bitcast=True)"
+        if op == "cast":
+            return self.cast(a[0], e.args[0].dtype, dt)
+        raise ValueError(f"unsupported kernel op {op!r}")
+
+    def rint(self, x: str, dt: str, d: int) -> str:
+        it, big = ("tl.uint64", 2.0 ** 52) if dt == "f64" else ("tl.uint32", 2.0 ** 23)
+        sign = (1 << 63) if dt == "f64" else (1 << 31)
+        ut = it[3:].replace("uint", "u")
+        t = self.fresh("r")
+        self.out(d, f"{t} = tl.abs({x})")
+        self.out(d, f"{t} = tl.where({t} < {literal(big, dt)}, ({t} + {literal(big, dt)}) - "
+                    f"{literal(big, dt)}, {t})")
+        return (f"({t}.to({it}, bitcast=True) | ({x}.to({it}, bitcast=True) & "
+                f"{literal(sign, ut)})).to({TL_DTYPES[dt]}, bitcast=True)")
+
+    @staticmethod
+    def cast(x: str, src: str, dst: str) -> str:
+        if src == dst:
+            return x
+        if src == "bool":
+            return f"tl.where({x}, {literal(1, dst)}, {literal(0, dst)})"
+        if dst == "bool":
+            return f"{x} != {literal(0, src)}"
+        return f"{x}.to({TL_DTYPES[dst]})"
+
+    def broadcast(self, value: str, sc: _Scope) -> str:
+        """A lane block holding ``value`` in every lane (exact, unlike adding zeros)."""
+        return f"tl.where({sc.mask}, {value}, {value})"
+
+    # ---- statements ---------------------------------------------------------------------
+    def stmts(self, body: tuple[Stmt, ...], sc: _Scope, d: int) -> None:
+        for s in body:
+            self.stmt(s, sc, d)
+
+    def stmt(self, s: Stmt, sc: _Scope, d: int) -> None:
+        if isinstance(s, Let):
+            v = self.expr(s.value, sc, d)
+            name = "v_" + ident(s.name)
+            self.out(d, f"{name} = {v}")
+            sc.bind(s.name, name, self.is_vec(s.value, sc))
+        elif isinstance(s, Decl):
+            v = self.expr(s.init, sc, d)
+            name = "v_" + ident(s.name)
+            self.out(d, f"{name} = {self.broadcast(v, sc) if sc.in_vector else v}")
+            sc.bind(s.name, name, sc.in_vector, mutable=True)
+        elif isinstance(s, Assign):
+            py, vec = sc.lookup(ident(s.name))
+            v = self.expr(s.value, sc, d)
+            if vec and not self.is_vec(s.value, sc):
+                v = self.broadcast(v, sc)
+            self.out(d, f"{py} = {v}")
+            for x in sc.chain():
+                x.memo = {k: m for k, m in x.memo.items() if s.name not in m[2]}
+        elif isinstance(s, Store):
+            idx = self.expr(s.index, sc, d)
+            val = self.expr(s.value, sc, d)
+            buf = ident(s.buffer)
+            if sc.in_vector and (self.is_vec(s.index, sc) or self.is_vec(s.value, sc)):
+                if not self.is_vec(s.index, sc):
+                    idx = self.broadcast(idx, sc)
+                self.out(d, f"tl.store(p_{buf} + {idx}, {val}, mask={sc.mask})")
+            else:
+                self.out(d, f"tl.store(p_{buf} + {idx}, {val})")
+        elif isinstance(s, Loop):
+            if s.kind == "parallel" and not sc.in_vector:
+                self.vector_loop(s, sc, d)
+            else:
+                self.scalar_loop(s, sc, d)
+        elif isinstance(s, Reduce):
+            self.reduce(s, sc, d)
+        else:
+            raise TypeError(f"unknown statement {s!r}")
+
+    def scalar_loop(self, s: Loop, sc: _Scope, d: int) -> None:
+        ext = self.expr(s.extent, sc, d)
+        name = "v_" + ident(s.var)
+        it = self.fresh("it")
+        self.out(d, f"for {it} in range(0, {ext}):  # {s.kind} loop, one iteration at a time")
+        self.out(d + 1, f"{name} = tl.cast({it}, tl.int64)")
+        inner = _Scope(sc)
+        inner.bind(s.var, name, False)
+        self.stmts(s.body, inner, d + 1)
+        self.out(d + 1, "pass")
+
+    def new_block(self, extent: KExpr) -> str:
+        name = f"B{len(self.blocks)}"
+        if extent.op == "const":
+            self.blocks.append((name, repr(block_for(int(extent.attrs[0])))))
+        else:
+            self.blocks.append((name, host_expr(extent, self.scalar_names)))
+        return name
+
+    def vector_loop(self, s: Loop, sc: _Scope, d: int) -> None:
+        outer, body = s, s.body
+        flat = (len(body) == 1 and isinstance(body[0], Loop) and body[0].kind == "parallel"
+                and s.var not in _free_vars(body[0].extent))
+        if flat:
+            inner_loop = body[0]
+            e1 = self.expr(outer.extent, sc, d)
+            e2 = self.expr(inner_loop.extent, sc, d)
+            ext = self.fresh("n")
+            self.out(d, f"{ext} = {e1} * {e2}  # flattened nested parallel loops")
+            blk = self.new_block(KExpr("mul", (outer.extent, inner_loop.extent), (), "i64"))
+        else:
+            ext = self.expr(s.extent, sc, d)
+            blk = self.new_block(s.extent)
+        base, offs, mask = self.fresh("base"), self.fresh("offs"), self.fresh("mask")
+        self.out(d, f"for {base} in range(0, {ext}, {blk}):  # parallel loop over lanes")
+        self.out(d + 1, f"{offs} = {base} + tl.arange(0, {blk}).to(tl.int64)")
+        self.out(d + 1, f"{mask} = {offs} < {ext}")
+        inner = _Scope(sc, mask=mask, block=blk)
+        if flat:
+            vi, vj = "v_" + ident(outer.var), "v_" + ident(inner_loop.var)
+            self.out(d + 1, f"{vi} = {offs} // {e2}")
+            self.out(d + 1, f"{vj} = {offs} % {e2}")
+            inner.bind(outer.var, vi, True)
+            inner.bind(inner_loop.var, vj, True)
+            body = inner_loop.body
+        else:
+            vname = "v_" + ident(s.var)
+            self.out(d + 1, f"{vname} = {offs}")
+            inner.bind(s.var, vname, True)
+        self.stmts(body, inner, d + 1)
+
+    # ---- reductions ---------------------------------------------------------------------
+    def combine(self, r: Reduce, a: str, b: str, sc: _Scope, d: int) -> str:
+        """Emit ``combine(acc_a=a, acc_b=b)`` inline; returns the result name."""
+        c = _Scope(sc)
+        c.bind("acc_a", a, self.name_is_vec(a, sc))
+        c.bind("acc_b", b, self.name_is_vec(b, sc))
+        return self.expr(r.combine, c, d)
+
+    def leaf(self, r: Reduce, v: str, sc: _Scope, d: int) -> str:
+        if r.leaf is None:
+            return v
+        c = _Scope(sc)
+        c.bind("acc_b", v, sc.in_vector)
+        return self.expr(r.leaf, c, d)
+
+    def name_is_vec(self, py: str, sc: _Scope) -> bool:
+        return sc.in_vector  # accumulators inside a lane context are lane blocks
+
+    def to_bits(self, x: str, dt: str) -> str:
+        t, how = _BITS[dt]
+        if how == "same":
+            return x
+        return f"{x}.to({t}, bitcast=True)" if how == "bitcast" else f"{x}.to({t})"
+
+    def from_bits(self, x: str, dt: str) -> str:
+        t, how = _BITS[dt]
+        if how == "same":
+            return x
+        if how == "bitcast":
+            return f"{x}.to({TL_DTYPES[dt]}, bitcast=True)"
+        return f"{x} != 0" if dt == "bool" else f"{x}.to({TL_DTYPES[dt]})"
+
+    def reduce(self, r: Reduce, sc: _Scope, d: int) -> None:
+        name = "v_" + ident(r.name)
+        ident(r.var)
+        self.out(d, f"# reduce {r.kind} ({r.order}) over {r.var} -> {r.name}")
+        exact_combine = r.order == "any"
+        if not sc.in_vector and exact_combine and not (_free_vars(r.combine) - {"acc_a", "acc_b"}):
+            self.reduce_lanes(r, sc, d)
+        elif not sc.in_vector and r.order == "pairwise":
+            self.reduce_pairwise_chunks(r, sc, d)
+        elif r.order == "pairwise":
+            self.reduce_pairwise_scalar(r, sc, d)
+        else:
+            self.reduce_seq(r, sc, d)
+        sc.bind(r.name, name, sc.in_vector)
+
+    def reduce_seq(self, r: Reduce, sc: _Scope, d: int) -> None:
+        name = "v_" + r.name
+        init = self.expr(r.init, sc, d)
+        ext = self.expr(r.extent, sc, d)
+        self.out(d, f"{name} = {self.broadcast(init, sc) if sc.in_vector else init}")
+        kv = "v_" + r.var
+        it = self.fresh("it")
+        self.out(d, f"for {it} in range(0, {ext}):  # left to right (exact order)")
+        self.out(d + 1, f"{kv} = tl.cast({it}, tl.int64)")
+        inner = _Scope(sc)
+        inner.bind(r.var, kv, False)
+        inner.bind(r.name, name, sc.in_vector, mutable=True)
+        self.stmts(r.body, inner, d + 1)
+        v = self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
+        c = self.combine(r, name, v, inner, d + 1)
+        self.out(d + 1, f"{name} = tl.where({kv} == 0, {v}, {c})")
+
+    def value_in(self, r: Reduce, sc: _Scope, d: int) -> str:
+        v = self.expr(r.value, sc, d)
+        if sc.in_vector and not self.is_vec(r.value, sc):
+            v = self.broadcast(v, sc)
+        return v
+
+    def reduce_lanes(self, r: Reduce, sc: _Scope, d: int) -> None:
+        """Order-free reduction: lanes fold, then ``tl.reduce`` with an occupancy flag."""
+        name = "v_" + r.name
+        fn = self.combine_fn(r)
+        init = self.expr(r.init, sc, d)
+        ext = self.expr(r.extent, sc, d)
+        blk = self.new_block(r.extent)
+        acc, has = self.fresh("acc"), self.fresh("has")
+        self.out(d, f"{acc} = tl.zeros([{blk}], {TL_DTYPES[r.dtype]})")
+        self.out(d, f"{has} = tl.zeros([{blk}], tl.int1)")
+        base, offs, mask = self.fresh("base"), self.fresh("offs"), self.fresh("mask")
+        self.out(d, f"for {base} in range(0, {ext}, {blk}):")
+        self.out(d + 1, f"{offs} = {base} + tl.arange(0, {blk}).to(tl.int64)")
+        self.out(d + 1, f"{mask} = {offs} < {ext}")
+        inner = _Scope(sc, mask=mask, block=blk)
+        inner.bind(r.var, "v_" + r.var, True)
+        self.out(d + 1, f"v_{r.var} = {offs}")
+        self.stmts(r.body, inner, d + 1)
+        v = self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
+        c = self.combine(r, acc, v, inner, d + 1)
+        self.out(d + 1, f"{acc} = tl.where({mask}, tl.where({has}, {c}, {v}), {acc})")
+        self.out(d + 1, f"{has} = {has} | {mask}")
+        val, flag = self.fresh("red"), self.fresh("any")
+        self.out(d, f"{val}, {flag} = tl.reduce(({acc}, {has}), 0, {fn})")
+        self.out(d, f"{name} = tl.where({flag}, {val}, {init})")
+
+    def combine_fn(self, r: Reduce) -> str:
+        """A ``@triton.jit`` (value, flag) combine for ``tl.reduce``."""
+        fn = f"_combine_{self.k.name}_{r.name}"
+        sub = _KernelEmitter(self.p, self.k)
+        sc = _Scope()
+        sc.bind("acc_a", "a", False)
+        sc.bind("acc_b", "b", False)
+        res = sub.expr(r.combine, sc, 1)
+        self.helpers += ["@triton.jit", f"def {fn}(a, fa, b, fb):",
+                         f"    # the combine of {r.name} ({r.kind}), skipping empty lanes"]
+        self.helpers += sub.lines
+        self.helpers += [f"    return tl.where(fa & fb, {res}, tl.where(fa, a, b)), fa | fb", "", ""]
+        return fn
+
+    def slot_read(self, slots: str, hs: str, h: str, dt: str, lanes: bool) -> str:
+        if lanes:
+            got = f"tl.sum(tl.where({hs}[None, :] == {h}, {slots}, 0), axis=1)"
+        else:
+            got = f"tl.sum(tl.where({hs} == {h}, {slots}, 0), axis=0)"
+        return self.from_bits(f"{got}.to({_BITS[dt][0]})", dt)
+
+    def slot_write(self, slots: str, hs: str, h: str, val: str, dt: str, lanes: bool,
+                   when: str | None = None) -> str:
+        cond = f"({hs}[None, :] == {h})" if lanes else f"({hs} == {h})"
+        if when is not None:
+            cond = f"({when}) & {cond}"
+        bits = self.to_bits(val, dt)
+        if lanes:
+            bits = f"{bits}[:, None]"
+        return f"{slots} = tl.where({cond}, {bits}, {slots})"
+
+    def finish_stack(self, r: Reduce, slots: str, hs: str, ext: str, sc: _Scope, d: int,
+                     lanes: bool) -> None:
+        """Merge the stacked subtrees from the top (lowest height) down: the final phase."""
+        name = "v_" + r.name
+        init = self.expr(r.init, sc, d)
+        has = self.fresh("has")
+        self.out(d, f"{name} = {self.broadcast(init, sc) if lanes else init}")
+        self.out(d, f"{has} = {ext} < 0")
+        h = self.fresh("h")
+        self.out(d, f"for {h} in range(0, 64):  # merge what the stack holds, top first")
+        v = self.fresh("s")
+        self.out(d + 1, f"{v} = {self.slot_read(slots, hs, h, r.dtype, lanes)}")
+        c = self.combine(r, v, name, _Scope(sc), d + 1)
+        take = self.fresh("take")
+        self.out(d + 1, f"{take} = (({ext} >> {h}) & 1) != 0")
+        self.out(d + 1, f"{name} = tl.where({take}, tl.where({has}, {c}, {v}), {name})")
+        self.out(d + 1, f"{has} = {has} | {take}")
+
+    def push(self, r: Reduce, slots: str, hs: str, carry: str, count: str, h0: int,
+             sc: _Scope, d: int, lanes: bool, when: str | None = None) -> None:
+        """Binary-counter push of a subtree of height ``h0``; ``count`` elements precede it."""
+        h = self.fresh("h")
+        self.out(d, f"{h} = tl.full((), {h0}, tl.int32)")
+        cond = f"(({count} >> {h}) & 1) != 0"
+        if when is not None:
+            cond = f"({when}) & ({cond})"
+        self.out(d, f"while {cond}:")
+        v = self.fresh("s")
+        self.out(d + 1, f"{v} = {self.slot_read(slots, hs, h, r.dtype, lanes)}")
+        c = self.combine(r, v, carry, _Scope(sc), d + 1)
+        self.out(d + 1, f"{carry} = {c}")
+        self.out(d + 1, f"{h} = {h} + 1")
+        self.out(d, self.slot_write(slots, hs, h, carry, r.dtype, lanes, when))
+
+    def reduce_pairwise_scalar(self, r: Reduce, sc: _Scope, d: int) -> None:
+        """Exact pairwise order per lane: the reference's stack, one element at a time."""
+        lanes = sc.in_vector
+        ext = self.expr(r.extent, sc, d)
+        bt = _BITS[r.dtype][0]
+        slots, hs = self.fresh("slots"), self.fresh("hs")
+        shape = f"[{sc.block}, 64]" if lanes else "[64]"
+        self.out(d, f"{slots} = tl.zeros({shape}, {bt})  # the pairwise stack, by height")
+        self.out(d, f"{hs} = tl.arange(0, 64)")
+        kv = "v_" + r.var
+        it = self.fresh("it")
+        self.out(d, f"for {it} in range(0, {ext}):  # pairwise (exact order)")
+        self.out(d + 1, f"{kv} = tl.cast({it}, tl.int64)")
+        inner = _Scope(sc)
+        inner.bind(r.var, kv, False)
+        self.stmts(r.body, inner, d + 1)
+        v = self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
+        carry = self.fresh("carry")
+        self.out(d + 1, f"{carry} = {v}")
+        self.push(r, slots, hs, carry, kv, 0, inner, d + 1, lanes)
+        self.finish_stack(r, slots, hs, ext, sc, d, lanes)
+
+    def reduce_pairwise_chunks(self, r: Reduce, sc: _Scope, d: int) -> None:
+        """Exact pairwise order, vectorised: perfect subtrees of chunks, then the stack."""
+        if r.extent.op == "const":
+            chunk = block_for(int(r.extent.attrs[0]))
+        else:
+            chunk = SYMBOLIC_CHUNK
+        levels = chunk.bit_length() - 1
+        ext = self.expr(r.extent, sc, d)
+        bt = _BITS[r.dtype][0]
+        slots, hs = self.fresh("slots"), self.fresh("hs")
+        self.out(d, f"{slots} = tl.zeros([64], {bt})  # the pairwise stack, by height")
+        self.out(d, f"{hs} = tl.arange(0, 64)")
+        base, offs, mask = self.fresh("base"), self.fresh("offs"), self.fresh("mask")
+        self.out(d, f"for {base} in range(0, {ext}, {chunk}):  # chunks of {chunk}")
+        d1 = d + 1
+        self.out(d1, f"{offs} = {base} + tl.arange(0, {chunk}).to(tl.int64)")
+        self.out(d1, f"{mask} = {offs} < {ext}")
+        inner = _Scope(sc, mask=mask, block=str(chunk))
+        inner.bind(r.var, "v_" + r.var, True)
+        self.out(d1, f"v_{r.var} = {offs}")
+        self.stmts(r.body, inner, d1)
+        lv = [self.fresh("lv")]
+        self.out(d1, f"{lv[0]} = {self.leaf(r, self.value_in(r, inner, d1), inner, d1)}")
+        for i in range(levels):  # level i+1: adjacent pairs of level i
+            a, b, nxt = self.fresh("a"), self.fresh("b"), self.fresh("lv")
+            self.out(d1, f"{a}, {b} = tl.split(tl.reshape({lv[-1]}, [{chunk >> (i + 1)}, 2]))")
+            lane_sc = _Scope(sc)
+            lane_sc.mask = mask  # lane blocks (shapes differ, but all are blocks)
+            c = self.combine(r, a, b, lane_sc, d1)
+            self.out(d1, f"{nxt} = {c}")
+            lv.append(nxt)
+        full, rem = self.fresh("full"), self.fresh("rem")
+        self.out(d1, f"{full} = {base} + {chunk} <= {ext}")
+        carry = self.fresh("carry")
+        top = self.fresh("i")
+        self.out(d1, f"{top} = tl.arange(0, 1)")
+        self.out(d1, f"{carry} = {self.slot_read(self.to_bits(lv[-1], r.dtype), top, '0', r.dtype, False)}")
+        self.push(r, slots, hs, carry, base, levels, sc, d1, False, when=full)
+        self.out(d1, f"{rem} = {ext} - {base}  # a last, partial chunk: its perfect subtrees")
+        for b in range(levels - 1, -1, -1):
+            node, pos = self.fresh("node"), self.fresh("i")
+            self.out(d1, f"{pos} = tl.arange(0, {chunk >> b})")
+            rd = self.slot_read(self.to_bits(lv[b], r.dtype), pos, f"(({rem} >> {b + 1}) << 1)",
+                                r.dtype, False)
+            self.out(d1, f"{node} = {rd}")
+            when = f"(~{full}) & ((({rem} >> {b}) & 1) != 0)"
+            self.out(d1, self.slot_write(slots, hs, str(b), node, r.dtype, False, when))
+        self.finish_stack(r, slots, hs, ext, sc, d, False)
+
+    # ---- the kernel ---------------------------------------------------------------------
+    def params(self) -> tuple[list[str], list[tuple[str, str]]]:
+        bufs = [ident(b) for b in self.k.buffers]
+        scal = [(ident(s.name), s.dtype) for s in self.k.scalars]
+        known = {n for n, _ in scal}
+        for g in self.k.grid:
+            if g.op == "var" and g.attrs[0] not in known:
+                scal.append((ident(g.attrs[0]), "i64"))
+                known.add(g.attrs[0])
+        return bufs, scal
+
+    def emit(self) -> list[str]:
+        k = self.k
+        ident(k.name)
+        bufs, scal = self.params()
+        self.scalar_names = {n for n, _ in scal}
+        sc = _Scope()
+        d = 1
+        for n, dt in scal:
+            self.out(d, f"v_{n} = tl.cast(v_{n}, {TL_DTYPES[dt]})")
+            sc.bind(n, f"v_{n}", False)
+        vars_ = [ident(v) for v in k.grid_vars]
+        if vars_:
+            self.out(d, "pid = tl.cast(tl.program_id(0), tl.int64)  # row-major over the grid")
+            for v, g in reversed(list(zip(vars_, k.grid))):
+                ext = self.expr(g, sc, d)
+                if v == vars_[0]:
+                    self.out(d, f"v_{v} = pid")
+                else:
+                    self.out(d, f"v_{v} = pid % {ext}")
+                    self.out(d, f"pid = pid // {ext}")
+            for v in vars_:
+                sc.bind(v, f"v_{v}", False)
+        self.stmts(k.body, sc, d)
+        self.out(d, "return")
+        body = self.lines
+        consts = [b for b, _ in self.blocks]
+        args = [f"p_{b}" for b in bufs] + [f"v_{n}" for n, _ in scal] + [f"{c}: tl.constexpr"
+                                                                         for c in consts]
+        dns = [f"v_{n}" for n, _ in scal]
+        head = []
+        if k.note:
+            head.append(f"# kernel {k.name}: {k.note}")
+        head.append(f"@triton.jit(do_not_specialize={dns!r})" if dns else "@triton.jit")
+        head.append(f"def k_{k.name}(" + ", ".join(args) + "):")
+        return self.helpers + head + body + ["", ""]
+
+
+def _signature(program: KernelProgram, em: _KernelEmitter) -> dict[str, str]:
+    bufs, scal = em.params()
+    sig = {f"p_{b}": "*" + SIG_DTYPES[program.buffers[b].storage] for b in bufs}
+    sig.update({f"v_{n}": SIG_DTYPES[dt] if dt != "bool" else "i1" for n, dt in scal})
+    sig.update({b: "constexpr" for b, _ in em.blocks})
+    return sig
+
+
+HEADER = '''"""Generated by numgrade's Triton backend for program {name}: do not edit."""
+import triton
+import triton.language as tl
+
+if triton.knobs.runtime.interpret:  # numpy under the interpreter, libdevice on a GPU
+    import numpy as _np
+
+    def _tanh_f64(x):
+        from triton.runtime.interpreter import TensorHandle
+        return tl.tensor(TensorHandle(_np.tanh(x.handle.data), tl.float64), x.type)
+else:
+    from triton.language.extra.cuda.libdevice import tanh as _tanh_f64
+
+
+def _blk(n):
+    """Lanes for a vectorised loop of n iterations: a power of two in [2, {maxb}]."""
+    n = int(n)
+    return max(2, min({maxb}, 1 << max(0, (n - 1).bit_length())))
+
+
+'''
+
+LAUNCH_OPTIONS = "num_warps=4, enable_fp_fusion=False, enable_reflect_ftz=False"
+
+
+def _emit_program(program: KernelProgram) -> tuple[str, list[_KernelEmitter]]:
+    ident(program.name)
+    parts = [HEADER.format(name=program.name, maxb=MAX_BLOCK)]
+    ems = []
+    for k in program.kernels:
+        em = _KernelEmitter(program, k)
+        parts.append("\n".join(em.emit()))
+        ems.append(em)
+    launch = [f"def launch_{program.name}(buffers, scalars):",
+              '    """Run every kernel in order; buffers are torch tensors by buffer name."""']
+    for k, em in zip(program.kernels, ems):
+        bufs, scal = em.params()
+        launch.append(f"    # {k.name}" + (f": {k.note}" if k.note else ""))
+        ext = []
+        for g in k.grid:
+            he = host_expr(g, {n for n, _ in scal})
+            if he is None:
+                raise ValueError(f"grid extent {g!r} of kernel {k.name} is not host-computable")
+            ext.append(he)
+        total = " * ".join(ext) if ext else "1"
+        launch.append(f"    _n = {total}")
+        args = [f"buffers[{b!r}]" for b in bufs] + [f"scalars[{n!r}]" for n, _ in scal]
+        for b, he in em.blocks:
+            args.append(f"{b}=" + (f"_blk({he})" if he is not None else "256"))
+        launch.append("    if _n > 0:")
+        launch.append(f"        k_{k.name}[(_n,)](" + ", ".join(args) + f", {LAUNCH_OPTIONS})")
+    launch.append("")
+    return "".join(parts) + "\n".join(launch) + "\n", ems
+
+
+def _cuda_present() -> bool:
+    try:
+        import torch
+        return bool(torch.cuda.is_available())
+    except Exception:  # pragma: no cover - torch is a dependency
+        return False
+
+
+def prepare_environment() -> None:
+    """Select Triton's interpreter when no CUDA device exists (before triton is imported)."""
+    if "TRITON_INTERPRET" not in os.environ and not _cuda_present():
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+def _cache_dir() -> Path:
+    d = Path(os.path.expanduser("~/.cache/numgrade/triton"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+_MODULES: dict[tuple[str, bool], Any] = {}
+
+
+def _load_module(source: str, interpret: bool) -> Any:
+    """Import the generated source from its cache file, as interpreted or compiled kernels."""
+    import triton
+    digest = hashlib.sha256(source.encode()).hexdigest()[:32]
+    key = (digest, interpret)
+    if key in _MODULES:
+        return _MODULES[key]
+    path = _cache_dir() / f"{digest}.py"
+    if not path.exists() or path.read_text() != source:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source)
+        os.replace(tmp, path)
+    modname = f"numgrade_triton_{digest}_{'i' if interpret else 'c'}"
+    spec = importlib.util.spec_from_file_location(modname, path)
+    mod = importlib.util.module_from_spec(spec)
+    old = triton.knobs.runtime.interpret
+    triton.knobs.runtime.interpret = interpret
+    try:
+        sys.modules[modname] = mod
+        spec.loader.exec_module(mod)
+    finally:
+        triton.knobs.runtime.interpret = old
+    _MODULES[key] = mod
+    return mod
+
+
+class TritonBackend:
+    """Kernels as Triton; runs on CUDA, or on Triton's numpy interpreter without a GPU."""
+
+    name = "triton"
+    exact_sum_order = True
+
+    def available(self) -> tuple[bool, str]:
+        prepare_environment()
+        try:
+            import torch  # noqa: F401
+            import triton  # noqa: F401
+        except Exception as exc:  # pragma: no cover - both are dependencies
+            return False, f"triton/torch not importable: {exc}"
+        return True, "cuda" if _cuda_present() else "interpreter (TRITON_INTERPRET=1)"
+
+    def emit(self, program: KernelProgram) -> str:
+        return _emit_program(program)[0]
+
+    def build(self, program: KernelProgram) -> Launcher:
+        prepare_environment()
+        import triton
+        source = self.emit(program)
+        interpret = bool(triton.knobs.runtime.interpret)
+        mod = _load_module(source, interpret)
+        launch = getattr(mod, f"launch_{program.name}")
+        cuda = _cuda_present() and not interpret
+        outputs = [b for b, d in program.buffers.items() if d.role != "in"]
+        return _make_launcher(launch, cuda, outputs)
+
+
+def _make_launcher(launch: Callable, cuda: bool, outputs: list[str]) -> Launcher:
+    import torch
+
+    def run(buffers: dict[str, np.ndarray], scalars: dict[str, int]) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # read-only inputs: the kernels never write them
+            tens = {n: torch.from_numpy(np.ascontiguousarray(a)) for n, a in buffers.items()}
+        if cuda:
+            tens = {n: t.cuda() for n, t in tens.items()}
+        launch(tens, {n: int(v) for n, v in scalars.items()})
+        for n in outputs:
+            if cuda:
+                buffers[n][...] = tens[n].cpu().numpy()
+            elif tens[n].data_ptr() != buffers[n].__array_interface__["data"][0]:
+                buffers[n][...] = tens[n].numpy()
+
+    return run
+
+
+def compile_ptx(program: KernelProgram, arch: str = "sm_90a") -> dict[str, str]:
+    """Every kernel compiled to PTX for ``arch`` (e.g. sm_90a, sm_100a); needs no GPU."""
+    m = re.fullmatch(r"sm_(\d+)a?", arch)
+    if m is None:
+        raise ValueError(f"not an NVIDIA arch: {arch!r}")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    source, ems = _emit_program(program)
+    mod = _load_module(source, interpret=False)
+    target = GPUTarget("cuda", int(m.group(1)), 32)
+    out = {}
+    for k, em in zip(program.kernels, ems):
+        sig = _signature(program, em)
+        consts = {b: block_for(int(he)) if he is not None and he.isdigit() else 256
+                  for b, he in em.blocks}
+        src = ASTSource(getattr(mod, f"k_{k.name}"), signature=sig, constexprs=consts)
+        opts = {"enable_fp_fusion": False, "enable_reflect_ftz": False, "num_warps": 4}
+        old = triton.knobs.runtime.interpret
+        triton.knobs.runtime.interpret = False  # the front end consults it while compiling
+        try:
+            out[k.name] = triton.compile(src, target=target, options=opts).asm["ptx"]
+        finally:
+            triton.knobs.runtime.interpret = old
+    return out
