@@ -1,6 +1,6 @@
 """The contract between the host runtime and the code-generating backends.
 
-A backend turns a :class:`~numgrade.kernel.ir.KernelProgram` into source text (``emit``) and
+A backend turns a :class:`~numgrade.kernels.ir.KernelProgram` into source text (``emit``) and
 into a :class:`Launcher` (``build``). The host runtime (``numgrade/kernel/runtime.py``) binds
 sizes, converts arguments to storage arrays, allocates outputs and temporaries, computes the
 scalar arguments, calls the launcher, and converts the outputs back.
@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..kernel.ir import KernelProgram
+from ..kernels.ir import KernelProgram
 
 # numpy dtype of each primitive storage dtype (bool is never a storage dtype: u8 0/1 is used)
 NUMPY_DTYPES = {"f64": np.float64, "f32": np.float32, "i64": np.int64, "i32": np.int32,

@@ -18,10 +18,16 @@ Why it looks the way it does:
   ``gcc -O2 -ffp-contract=off -fno-fast-math``) is how the printing is checked bit for bit on
   machines without a GPU (:class:`CudaHostBackend`).
 * Reductions are exact: ``seq`` (and ``any``) is a left fold, ``pairwise`` the binary-counter
-  stack (64 values and heights in local arrays). The math functions (``exp`` ...) are CUDA's
-  libdevice on the GPU and glibc's libm on the host; they may differ in the last place.
+  stack (64 values and heights in local arrays).
+* The math functions (``exp`` ...) go through one out-of-line wrapper each (``ng_exp``):
+  CUDA's libdevice on the GPU (whose polynomials use ``fma`` on purpose, so the PTX check for
+  contraction looks at kernels, not at these), glibc's libm on the host. Neither is numpy's, so
+  they may differ from the reference in the last place; ``exact_sum_order`` is unaffected.
+* Several programs can share one translation unit (:func:`emit_bundle`, ``build_many``): nvcc's
+  start-up and libdevice dominate small programs, so tests compile a whole stdlib in one go.
 * Not done: the ``cuda_fp8.h``/``cuda_bf16.h`` types and the sm_100a hardware e2m1 conversion
-  peephole; every kernel prints the primitive expansion (bit-exact by construction).
+  peephole (it could only be validated on such a GPU); every kernel prints the primitive
+  expansion, which is bit-exact by construction.
 """
 
 from __future__ import annotations
@@ -105,7 +111,8 @@ def c_literal(value: int | float | bool, dtype: str) -> str:
     if dtype in FLOAT_DTYPES:
         v = float(value)
         if dtype == "f32":
-            v = float(np.float32(v))  # a const of f32 holds the f32 nearest to its value
+            with np.errstate(over="ignore"):  # beyond the f32 range: inf, as the IR says
+                v = float(np.float32(v))  # a const of f32 holds the f32 nearest to its value
         if math.isfinite(v):
             text = v.hex() + ("f" if dtype == "f32" else "")
             return f"({text})" if text.startswith("-") else text
@@ -118,7 +125,8 @@ def c_literal(value: int | float | bool, dtype: str) -> str:
         raise ValueError(f"bad literal {value!r} of type {dtype}")
     bits = INT_BITS[dtype]
     v = int(value) & ((1 << bits) - 1)  # wrapped to the dtype, as the kernel IR defines
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if dtype[0] == "i" else (0, (1 << bits) - 1)
+    signed = dtype[0] == "i"
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if v > hi:
         v -= 1 << bits
     if dtype == "u64":
@@ -318,7 +326,7 @@ def _prelude(target: str, helpers: set[str]) -> list[str]:
         out.append(f"{fn} {ft} ng_{f}_from_bits({ut} x) {{ return ng_{i}_as_{f}(({it})x); }}")
     for h in sorted(helpers):
         if h[3:] in _MATH:  # one out-of-line copy of each libm/libdevice function
-            attr = "__device__ __noinline__" if target == "cuda" else "static inline"
+            attr = 'extern "C" __device__ __noinline__' if target == "cuda" else "static inline"
             out.append(f"{attr} double {h}(double x) {{ return {h[3:]}(x); }}")
             continue
         _, op, t = h.split("_")
@@ -842,20 +850,21 @@ def _check_buffers(program: KernelProgram, buffers: dict[str, np.ndarray]) -> No
                              f"{a.dtype} {a.shape}")
 
 
+Symbols = list[tuple[str, list[tuple[str, str, str]]]]  # per kernel: symbol, launch arguments
+
+
 class HostLauncher:
     """Runs the host-C print of a program (grid points in order) through ctypes."""
 
-    def __init__(self, program: KernelProgram, cache: Path | None = None):
-        self.program = program
-        self.emitted = emit_program(program, "host")
-        self.lib = ctypes.CDLL(str(gcc_compile(self.emitted.source, cache)))
+    def __init__(self, program: KernelProgram, lib: ctypes.CDLL, kernels: Symbols):
+        self.program, self.lib, self.kernels = program, lib, kernels
 
     def __call__(self, buffers: dict[str, np.ndarray], scalars: dict[str, int]) -> None:
         _check_buffers(self.program, buffers)
-        for k, (cname, params) in zip(self.program.kernels, self.emitted.kernels):
+        for k, (symbol, params) in zip(self.program.kernels, self.kernels):
             args = _scalar_args(params, self.program, k, scalars,
                                 lambda b: ctypes.c_void_p(buffers[b].ctypes.data))
-            fn = getattr(self.lib, cname)
+            fn = getattr(self.lib, symbol)
             fn.restype = None
             fn(*args)
 
@@ -863,13 +872,10 @@ class HostLauncher:
 class CudaLauncher:
     """Copies the buffers to the device, launches every kernel in order, copies results back."""
 
-    def __init__(self, program: KernelProgram, cache: Path | None = None):
-        self.program = program
+    def __init__(self, program: KernelProgram, functions: dict[str, ctypes.c_void_p],
+                 kernels: Symbols):
+        self.program, self.functions, self.kernels = program, functions, kernels
         self.driver = _Driver.get()
-        arch = self.driver.arch()
-        self.emitted = emit_program(program, "cuda", arch)
-        _, cubin = nvcc_compile(self.emitted.source, arch, cache)
-        self.functions = self.driver.load(cubin, [c for c, _ in self.emitted.kernels])
 
     def __call__(self, buffers: dict[str, np.ndarray], scalars: dict[str, int]) -> None:
         _check_buffers(self.program, buffers)
@@ -880,11 +886,11 @@ class CudaLauncher:
             for name in self.program.buffers:
                 dev[name] = d.alloc(buffers[name].nbytes)
                 d.to_device(dev[name], buffers[name])
-            for k, (cname, params) in zip(self.program.kernels, self.emitted.kernels):
+            for k, (symbol, params) in zip(self.program.kernels, self.kernels):
                 total = math.prod(k.grid_extents(scalars))
                 args = _scalar_args(params, self.program, k, scalars,
                                     lambda b: ctypes.c_uint64(dev[b]))
-                d.launch(self.functions[cname], total, args)
+                d.launch(self.functions[symbol], total, args)
             d.sync()
             for name, decl in self.program.buffers.items():
                 if decl.role != "in":
@@ -929,7 +935,16 @@ class CudaBackend:
         return nvcc_compile(self.emit(program, arch), arch, self.cache)[0]
 
     def build(self, program: KernelProgram) -> CudaLauncher:
-        return CudaLauncher(program, self.cache)
+        return self.build_many([program])[0]
+
+    def build_many(self, programs: Sequence[KernelProgram]) -> list[CudaLauncher]:
+        """Launchers for several programs from one nvcc run (one module)."""
+        driver = _Driver.get()
+        arch = driver.arch()
+        source, symbols = emit_bundle(programs, "cuda", arch)
+        _, cubin = nvcc_compile(source, arch, self.cache)
+        functions = driver.load(cubin, [sym for ks in symbols for sym, _ in ks])
+        return [CudaLauncher(p, functions, ks) for p, ks in zip(programs, symbols)]
 
 
 class CudaHostBackend:
@@ -950,4 +965,10 @@ class CudaHostBackend:
         return emit_program(program, "host").source
 
     def build(self, program: KernelProgram) -> HostLauncher:
-        return HostLauncher(program, self.cache)
+        return self.build_many([program])[0]
+
+    def build_many(self, programs: Sequence[KernelProgram]) -> list[HostLauncher]:
+        """Launchers for several programs from one gcc run (one shared library)."""
+        source, symbols = emit_bundle(programs, "host")
+        lib = ctypes.CDLL(str(gcc_compile(source, self.cache)))
+        return [HostLauncher(p, lib, ks) for p, ks in zip(programs, symbols)]
