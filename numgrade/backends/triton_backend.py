@@ -751,6 +751,8 @@ def prepare_environment() -> None:
     """Select Triton's interpreter when no CUDA device exists (before triton is imported)."""
     if "TRITON_INTERPRET" not in os.environ and not _cuda_present():
         os.environ["TRITON_INTERPRET"] = "1"
+        if "triton" in sys.modules:  # imported before us: its knob may not re-read the env
+            sys.modules["triton"].knobs.runtime.interpret = True
 
 
 def _cache_dir() -> Path:
@@ -837,28 +839,49 @@ def _make_launcher(launch: Callable, cuda: bool, outputs: list[str]) -> Launcher
     return run
 
 
+_PTX_WORKER = """
+import json, sys, importlib.util
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+job = json.load(sys.stdin)
+spec = importlib.util.spec_from_file_location("numgrade_triton_ptx", job["path"])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+out = {}
+for name, sig, consts in job["kernels"]:
+    src = ASTSource(getattr(mod, "k_" + name), signature=sig, constexprs=consts)
+    opts = {"enable_fp_fusion": False, "enable_reflect_ftz": False, "num_warps": 4}
+    out[name] = triton.compile(src, target=GPUTarget("cuda", job["arch"], 32), options=opts).asm["ptx"]
+json.dump(out, sys.stdout)
+"""
+
+
 def compile_ptx(program: KernelProgram, arch: str = "sm_90a") -> dict[str, str]:
-    """Every kernel compiled to PTX for ``arch`` (e.g. sm_90a, sm_100a); needs no GPU."""
+    """Every kernel compiled to PTX for ``arch`` (e.g. sm_90a, sm_100a); needs no GPU.
+
+    Compiles in a fresh Python process without ``TRITON_INTERPRET``: a process that has run the
+    interpreter may keep ``triton.language`` patched for numpy (Triton 3.9 does not undo the
+    patch of interpreted device-function calls), which breaks the real code generator.
+    """
+    import json
+    import subprocess
     m = re.fullmatch(r"sm_(\d+)a?", arch)
     if m is None:
         raise ValueError(f"not an NVIDIA arch: {arch!r}")
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
     source, ems = _emit_program(program)
-    mod = _load_module(source, interpret=False)
-    target = GPUTarget("cuda", int(m.group(1)), 32)
-    out = {}
+    path = _cache_dir() / f"{hashlib.sha256(source.encode()).hexdigest()[:32]}.py"
+    if not path.exists() or path.read_text() != source:
+        path.write_text(source)
+    kernels = []
     for k, em in zip(program.kernels, ems):
-        sig = _signature(program, em)
         consts = {b: block_for(int(he)) if he is not None and he.isdigit() else 256
                   for b, he in em.blocks}
-        src = ASTSource(getattr(mod, f"k_{k.name}"), signature=sig, constexprs=consts)
-        opts = {"enable_fp_fusion": False, "enable_reflect_ftz": False, "num_warps": 4}
-        old = triton.knobs.runtime.interpret
-        triton.knobs.runtime.interpret = False  # the front end consults it while compiling
-        try:
-            out[k.name] = triton.compile(src, target=target, options=opts).asm["ptx"]
-        finally:
-            triton.knobs.runtime.interpret = old
-    return out
+        kernels.append((k.name, _signature(program, em), consts))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    job = json.dumps({"path": str(path), "arch": int(m.group(1)), "kernels": kernels})
+    res = subprocess.run([sys.executable, "-c", _PTX_WORKER], input=job, capture_output=True,
+                         text=True, env=env, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"Triton PTX compilation failed:\n{res.stderr[-4000:]}")
+    return json.loads(res.stdout)
