@@ -140,9 +140,11 @@ class HybridAnalysis(ForwardAnalysis):
         if prog is None:
             return None
         prog = ratio_substitute(prog)
+        prog.factored = True
         objective = "rel" if fav is not None and _f(fav.R.mig()) > 0 else "abs"
         try:
-            b = SE.analyse(prog, 0, time_limit=self.time_limit, max_iters=40, max_boxes=2048,
+            b = SE.analyse(prog, 0, time_limit=self.time_limit * (2.4 if prog.factored else 1),
+                           max_iters=40, max_boxes=2048,
                            objective=objective)
         except (SE.Unsupported, ValueError, FloatingPointError):
             return None
@@ -248,7 +250,8 @@ def ratio_substitute(prog: SE.ScalarProgram) -> SE.ScalarProgram:
             and not (c[2] == "node_le" and c[1] in gone)]
     cons = [(remap[c[0]], c[1], c[2], c[3]) if c[2] == "node_le" else c for c in cons]
     out = SE.ScalarProgram(new_nodes, [remap[o] for o in prog.outputs], prog.var_names, lo, hi,
-                           prog.has_branches, {}, cons)
+                           prog.has_branches, {}, cons, prog.factored,
+                           {k: m for k, m in prog.zero_split.items() if k not in gone})
     return out
 
 
@@ -330,6 +333,7 @@ class _RegionBuilder:
         self.var_key: list[tuple[Value, Map]] = []
         self.node_of: dict[tuple[int, Map], int] = {}
         self.count = 0
+        self.zero_split: dict[int, float] = {}
 
     def build(self) -> SE.ScalarProgram | None:
         prog = SE.ScalarProgram(self.nodes, [], self.var_names, np.zeros(0), np.zeros(0))
@@ -342,6 +346,7 @@ class _RegionBuilder:
         prog.constraints = self._relations()   # may add variables and nodes
         prog.box_lo = np.array(self.lo, float)
         prog.box_hi = np.array(self.hi, float)
+        prog.zero_split = dict(self.zero_split)
         return prog
 
     def _visit(self, v: Value, m: Map, prog: SE.ScalarProgram) -> int:
@@ -422,6 +427,10 @@ class _RegionBuilder:
         if len(self.var_names) >= MAX_REGION_VARS:
             raise SE.Unsupported("too many variables")
         k = len(self.var_names)
+        if v.fmt.kind == "float" and not av.r and not av.a and v.fmt.name != "f64":
+            # an exact leaf holds values of its format in both programs: 0 or at least the
+            # smallest positive magnitude
+            self.zero_split[k] = v.fmt.min_subnormal
         self.var_names.append(f"v{k}")
         self.lo.append(lo)
         self.hi.append(hi)

@@ -43,6 +43,11 @@ class RoundSpec:
     eta: float
     sat: bool
     overflow_at: float   # |x| at or beyond this (before saturation) overflows; inf if never
+    rel: float | None = None   # |fl(x) - x| <= rel |x| (normal range) where tighter than u
+
+    @property
+    def u_rel(self) -> float:
+        return self.u if self.rel is None else self.rel
 
     @property
     def max_finite(self) -> float:
@@ -54,6 +59,17 @@ def unit_roundoff(fmt: Format, mode: str = "rne") -> float:
         return 0.0
     p = fmt.precision
     return 2.0 ** -p if mode == "rne" else 2.0 ** (1 - p)
+
+
+def relative_roundoff(fmt: Format, mode: str = "rne") -> float:
+    """A bound on |fl(x) - x| / |x| in the normal range. Toward zero (rz, and rd of an
+    unsigned format) |x| - |fl(x)| < ulp = 2^(e+1-p) while |x| > |fl(x)| >= 2^e, so the ratio
+    is below 2^(1-p) / (1 + 2^(1-p)) (1/2 for e8m0, where u = 2^(1-p) is 1). The half-ulp form
+    u 2^floor(log2 |x|) still needs u itself."""
+    u = unit_roundoff(fmt, mode)
+    if fmt.kind == "float" and (mode == "rz" or (mode == "rd" and not fmt.signed)):
+        return u / (1 + u) * (1 + 2.0 ** -50)
+    return u
 
 
 def underflow_eta(fmt: Format, mode: str = "rne") -> float:
@@ -85,8 +101,11 @@ def round_spec(fmt: Format, mode: str = "rne", sat: bool = False) -> RoundSpec:
         return RoundSpec(fmt, 0.0, 0.0, False, float("inf"))
     if not (fmt.has_inf or fmt.has_nan) or mode == "rz":
         sat = True
-    return RoundSpec(fmt, unit_roundoff(fmt, mode), underflow_eta(fmt, mode), sat,
-                     float("inf") if sat else overflow_threshold(fmt, mode))
+    u = unit_roundoff(fmt, mode)
+    rel = relative_roundoff(fmt, mode)
+    return RoundSpec(fmt, u, underflow_eta(fmt, mode), sat,
+                     float("inf") if sat else overflow_threshold(fmt, mode),
+                     rel if rel < u else None)
 
 
 def math_spec(fn: str, fmt: Format) -> RoundSpec:

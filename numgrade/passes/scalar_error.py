@@ -27,7 +27,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..ir import nodes as N
-from ..ir.formats import Format
+from ..ir.formats import Format, round_array
 from ..ir.nodes import Op, Value
 from . import interval as I
 from .interval import Interval
@@ -70,6 +70,12 @@ class ScalarProgram:
     node_of: dict[int, int] = field(default_factory=dict)
     # relations between input variables: (i, j, 'absle') means |x_i| <= x_j, 'le' x_i <= x_j
     constraints: list[tuple[int, int, str]] = field(default_factory=list)
+    # relational programs (the hybrid tier's slices) also bound the ideal values with a
+    # factored form ``monomial(vars) * interval`` that sees cancellations (x * (c / x))
+    factored: bool = False
+    # variables whose values are those of a format in both programs (exact leaves): a box
+    # that reaches 0 is split into {0} and the part beyond the smallest nonzero magnitude
+    zero_split: dict[int, float] = field(default_factory=dict)
 
 
 def build(fn: N.Function, module: N.Module | None = None) -> ScalarProgram:
@@ -194,13 +200,45 @@ class _Eval:
             if c[2] in ("le", "absle") and c[0] in finals and c[1] in finals:
                 pair = (finals[c[0]], finals[c[1]])
                 (self.le_pairs if c[2] == "le" else self.absle_pairs).add(pair)
+        self.forms = _static_forms(prog) if prog.factored else None
+        self.zvars = sorted(k for k in set().union(*[f[1] for f in self.forms]) if k >= 0) \
+            if self.forms else []
 
     def forward(self, X: list[Interval], perturbed: bool):
         """Node intervals; for perturbed runs also the pre-rounding intervals w_i."""
+        if self.forms is not None and X:
+            return self._forward_factored(X, perturbed)
+        return self._forward(X, perturbed)
+
+    def _forward_factored(self, X: list[Interval], perturbed: bool):
+        """Each value also enclosed by its factored form M(x) * W (in the computed program a
+        rounding multiplies W by [1 - u, 1 + u] where it provably has no absolute error,
+        saturation or overflow).
+
+        The form of a value holds at the points of the box where none of its variables in Z
+        (those divided by, or factored out of a min/max/where) is 0; the points where one
+        is 0 are covered by a plain evaluation of that slice of the box."""
+        shape = X[0].shape
+        slices: dict[int, tuple[np.ndarray, list]] = {}
+        for k in self.zvars:
+            touch = (X[k].lo <= 0) & (X[k].hi >= 0)
+            if touch.any():
+                idx = np.flatnonzero(touch.ravel()) if touch.ndim else None
+                if idx is None:
+                    Xk = list(X)
+                else:
+                    Xk = [Interval._new(x.lo.ravel()[idx], x.hi.ravel()[idx]) for x in X]
+                z = np.zeros(Xk[k].shape)
+                Xk[k] = Interval._new(z, z)
+                slices[k] = (touch, idx, self._forward(Xk, perturbed)[0])
+        return self._forward(X, perturbed, (slices, shape, [None] * len(self.prog.nodes)))
+
+    def _forward(self, X: list[Interval], perturbed: bool, factor=None):
         nodes = self.prog.nodes
         vals: list = [None] * len(nodes)
         pre: list = [None] * len(nodes)
         decided_ok = np.ones(X[0].shape, bool) if X else np.ones((), bool)
+        dyn: list = [None] * len(nodes) if factor is not None else None
         for i, n in enumerate(nodes):
             a = [vals[j] for j in n.args]
             if n.op == Op.PARAM:
@@ -220,23 +258,51 @@ class _Eval:
                     decided_ok &= ok
                 if len(n.args) == 2 and (self.le_pairs or self.absle_pairs):
                     w = self._relate(n, w)
+            if dyn is not None and w is not None:
+                w = self._tighten(i, n, w, X, vals, dyn, factor)
             pre[i] = w
             if perturbed and n.spec is not None:
                 vals[i] = _perturb(w, n.spec)
+                if dyn is not None and dyn[i] is not None:
+                    dyn[i] = _round_form(n, w, dyn[i])
             else:
                 vals[i] = w
         return vals, pre, decided_ok
 
-    def _relate(self, n: SNode, w: Interval) -> Interval:
-        """x <= m gives x - m <= 0; |x| <= m gives |x / m| <= 1 (in both programs)."""
-        a, b = n.args
-        if n.op == Op.SUB and (a, b) in self.le_pairs:
-            return Interval.of(np.minimum(w.lo, 0.0), np.minimum(w.hi, 0.0))
-        if n.op == Op.SUB and (b, a) in self.le_pairs:
-            return Interval.of(np.maximum(w.lo, 0.0), np.maximum(w.hi, 0.0))
-        if n.op == Op.DIV and (a, b) in self.absle_pairs:
-            return Interval.of(np.clip(w.lo, -1.0, 1.0), np.clip(w.hi, -1.0, 1.0))
-        return w
+    def _tighten(self, i: int, n: SNode, w: Interval, X, vals, dyn, factor) -> Interval:
+        """Intersect w with the factored enclosure of node i (ideal program)."""
+        slices, shape, atoms = factor
+        M, Z, info = self.forms[i]
+        W, valid, atom = _dyn_form(n, info, self.forms, dyn, atoms, X, vals, w, shape)
+        dyn[i] = (W, valid)
+        if atom is not None:
+            atoms[i] = atom
+        if not M or info[0] in ("atom", "param") or not valid.any():
+            return w
+        with np.errstate(all="ignore"):
+            for k in Z:
+                if k < 0:  # an atom that is divided by or factored out must not be 0
+                    A = atoms[-k - 1]
+                    valid = valid & ((A.lo > 0) | (A.hi < 0))
+            F = _mono_eval(M, X, atoms, shape) * W
+            lo, hi = F.lo, F.hi
+            for k in Z:
+                if k >= 0 and k in slices:
+                    touch, idx, sv = slices[k]
+                    if sv[i] is None:
+                        valid = valid & ~touch
+                        continue
+                    if idx is None:
+                        lo = np.minimum(lo, sv[i].lo)
+                        hi = np.maximum(hi, sv[i].hi)
+                    else:
+                        lo, hi = lo.copy(), hi.copy()
+                        lo.ravel()[idx] = np.minimum(lo.ravel()[idx], sv[i].lo)
+                        hi.ravel()[idx] = np.maximum(hi.ravel()[idx], sv[i].hi)
+            nlo = np.where(valid, np.maximum(w.lo, lo), w.lo)
+            nhi = np.where(valid, np.minimum(w.hi, hi), w.hi)
+            ok = (nlo <= nhi) & ~np.isnan(nlo) & ~np.isnan(nhi)
+        return Interval._new(np.where(ok, nlo, w.lo), np.where(ok, nhi, w.hi))
 
     def reverse(self, vals, pre, out: int):
         """Interval adjoints d out / d v_i over the perturbed program."""
@@ -269,6 +335,178 @@ class _Eval:
         return adj, valid
 
 
+# ---------------------------------------------------------------------------------------------
+# factored forms of ideal values: v = M * W with M a monomial (integer exponents) in atoms and
+# W a constant interval. The atoms are the input variables (key k >= 0) and the non-monomial
+# parts of values (key -(i+1) for node i: its value divided by its monomial part), so that a
+# quantity used twice cancels too: t * m * min(c / m, B) = t * min(c, B m), and
+# (m * s / 6) * (1 / s) = m / 6 for a clamped scale s. Products and quotients multiply
+# monomials; min, max and where factor one operand's monomial out (min(M a, M b) = M min(a, b)
+# for M > 0); anything else is an atom of its own.
+Mono = tuple  # ((key, exponent), ...), sorted, no zero exponents
+
+
+def _mono_mul(a: Mono, b: Mono, sign: int = 1) -> Mono:
+    d = dict(a)
+    for v, e in b:
+        d[v] = d.get(v, 0) + sign * e
+    return tuple(sorted((v, e) for v, e in d.items() if e != 0))
+
+
+def _mono_keys(m: Mono) -> frozenset:
+    return frozenset(v for v, _ in m)
+
+
+def _atom(key: int, X: list[Interval], atoms: list) -> Interval:
+    return X[key] if key >= 0 else atoms[-key - 1]
+
+
+def _mono_eval(m: Mono, X: list[Interval], atoms: list, shape) -> Interval:
+    r = None
+    for v, e in m:
+        f = _atom(v, X, atoms)
+        f = f if e == 1 else I.pow_int(f, e)
+        r = f if r is None else r * f
+    return Interval.point(np.ones(shape)) if r is None else r
+
+
+def _mono_sign(m: Mono, X: list[Interval], atoms: list, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes where the monomial is > 0 (resp. < 0) at every point where its atoms are
+    nonzero (the points where an atom is 0 are excluded by the caller, see Z)."""
+    pos = np.ones(shape, bool)
+    neg = np.zeros(shape, bool)
+    for v, e in m:
+        if e % 2 == 0:
+            continue
+        a = _atom(v, X, atoms)
+        p, q = a.lo >= 0, a.hi <= 0
+        ok = p | q
+        pos, neg = ok & np.where(q, neg, pos), ok & np.where(q, pos, neg)
+    return pos, neg
+
+
+def _static_forms(prog: "ScalarProgram") -> list:
+    """Per node: (M, Z, info): the monomial, the atoms that must be nonzero for the form to
+    hold, and how the node's W (or its atom) is formed (see _dyn_form)."""
+    forms: list = []
+    for i, n in enumerate(prog.nodes):
+        f = [forms[j] for j in n.args] if n.args else []
+        op = n.op
+        me = ((-(i + 1), 1),)
+        if op == Op.PARAM:
+            forms.append((((n.var, 1),), frozenset(), ("param",)))
+        elif op == Op.CONST or op == "tuple" or (n.fmt is not None and n.fmt.kind == "bool"):
+            forms.append(((), frozenset(), ("plain",)))
+        elif op in (Op.ROUND, "perturb"):
+            forms.append((f[0][0], f[0][1], ("copy",)))
+        elif op == Op.NEG:
+            forms.append((f[0][0], f[0][1], ("neg",)))
+        elif op == Op.MUL and len(f) == 2:
+            forms.append((_mono_mul(f[0][0], f[1][0]), f[0][1] | f[1][1], ("mul",)))
+        elif op == Op.DIV and len(f) == 2:
+            forms.append((_mono_mul(f[0][0], f[1][0], -1),
+                          f[0][1] | f[1][1] | _mono_keys(f[1][0]), ("div",)))
+        elif op in (Op.ADD, Op.SUB) and len(f) == 2 and f[0][0] and f[0][0] == f[1][0]:
+            # M a + M b = M (a + b): a new atom (a + b)
+            forms.append((_mono_mul(f[0][0], me), f[0][1] | f[1][1], ("addsame",)))
+        elif op in (Op.MIN, Op.MAX, Op.WHERE) and \
+                any(g[0] for g in (f[0], f[1]) if op != Op.WHERE) | \
+                (op == Op.WHERE and bool(f[1][0] or f[2][0])):
+            fa, fb = (f[0], f[1]) if op != Op.WHERE else (f[1], f[2])
+            k = 0 if fa[0] else 1
+            m = (fa, fb)[k][0]
+            forms.append((_mono_mul(m, me), fa[1] | fb[1] | _mono_keys(m), ("sel", k)))
+        elif op == Op.ABS and f[0][0]:
+            forms.append((f[0][0], f[0][1], ("abs",)))
+        else:
+            forms.append((me, frozenset(), ("atom",)))
+    return forms
+
+
+def _round_form(n: SNode, w: Interval, d):
+    """The form of fl(w) from the form (W, valid) of w: W (1 + d), |d| <= u, on the boxes
+    where the rounding has no absolute part (w normal, or eta = 0), no saturation and no
+    overflow; elsewhere the form is not valid."""
+    W, valid = d
+    s = n.spec
+    with np.errstate(all="ignore"):
+        ok = w.mag() <= s.max_finite if s.fmt.kind == "float" else np.ones(w.shape, bool)
+        if s.eta:
+            tiny = 2 * s.fmt.min_normal if (n.op != "perturb" and s.fmt.kind == "float") \
+                else INF
+            ok = ok & (w.mig() >= tiny)
+        valid = valid & ok
+        u = Interval._new(np.full(w.shape, 1 - s.u_rel), np.full(w.shape, 1 + s.u_rel))
+        return _sane(W * u, valid), valid
+
+
+def _sane(W: Interval, valid: np.ndarray) -> Interval:
+    lo = np.where(valid & ~np.isnan(W.lo), W.lo, 1.0)
+    hi = np.where(valid & ~np.isnan(W.hi), W.hi, 1.0)
+    return Interval._new(np.minimum(lo, hi), np.maximum(lo, hi))
+
+
+def _dyn_form(n: SNode, info, forms, dyn, atoms, X, vals, w: Interval, shape):
+    """(W, valid, atom): the node's constant factor W, the boxes where its form holds, and
+    the value of its own atom (None if it has none)."""
+    kind = info[0]
+    allv = np.ones(shape, bool)
+    one = Interval.point(np.ones(shape))
+    if kind == "plain":
+        return w, allv, None
+    if kind == "param":
+        return one, allv, None
+    if kind == "atom":
+        return one, allv, w
+    d = [dyn[j] for j in n.args]
+    with np.errstate(all="ignore"):
+        if kind == "copy":
+            return d[0][0], d[0][1], None
+        if kind == "neg":
+            return -d[0][0], d[0][1], None
+        if kind == "abs":
+            M = forms[n.args[0]][0]
+            pos, neg = _mono_sign(M, X, atoms, shape)
+            W = I.abs(d[0][0])
+            W = Interval._new(np.where(neg, -W.hi, W.lo), np.where(neg, -W.lo, W.hi))
+            ok = d[0][1] & (pos | neg)
+            return _sane(W, ok), ok, None
+        if kind == "mul":
+            valid = d[0][1] & d[1][1]
+            W = I.sqr(d[0][0]) if n.args[0] == n.args[1] else d[0][0] * d[1][0]
+            return _sane(W, valid), valid, None
+        if kind == "div":
+            valid = d[0][1] & d[1][1]
+            return _sane(I.div(d[0][0], d[1][0]), valid), valid, None
+        if kind == "addsame":
+            valid = d[0][1] & d[1][1]
+            A = d[0][0] + d[1][0] if n.op == Op.ADD else d[0][0] - d[1][0]
+            return one, valid, _sane(A, valid)
+        # sel: min / max / where with the monomial of operand k factored out
+        k = info[1]
+        ia, ib = (n.args[0], n.args[1]) if n.op != Op.WHERE else (n.args[1], n.args[2])
+        (Wa, va), (Wb, vb) = dyn[ia], dyn[ib]
+        Ma, Mb = forms[ia][0], forms[ib][0]
+        M = (Ma, Mb)[k]
+        if k == 0:
+            Wb = _mono_eval(_mono_mul(Mb, Ma, -1), X, atoms, shape) * Wb
+        else:
+            Wa = _mono_eval(_mono_mul(Ma, Mb, -1), X, atoms, shape) * Wa
+        pos, neg = _mono_sign(M, X, atoms, shape)
+        ok = va & vb & (pos | neg)
+        if n.op == Op.WHERE:
+            c = vals[n.args[0]]
+            t, f = c.lo == 1, c.hi == 0
+            lo = np.where(t, Wa.lo, np.where(f, Wb.lo, np.minimum(Wa.lo, Wb.lo)))
+            hi = np.where(t, Wa.hi, np.where(f, Wb.hi, np.maximum(Wa.hi, Wb.hi)))
+            return one, ok, _sane(Interval._new(lo, hi), ok)
+        lo_ = I.min(Wa, Wb) if n.op == Op.MIN else I.max(Wa, Wb)
+        hi_ = I.max(Wa, Wb) if n.op == Op.MIN else I.min(Wa, Wb)
+        # M > 0: min(M a, M b) = M min(a, b); M < 0: = M max(a, b)
+        A = Interval._new(np.where(neg, hi_.lo, lo_.lo), np.where(neg, hi_.hi, lo_.hi))
+        return one, ok, _sane(A, ok)
+
+
 def _exact_interval(x: Fraction, shape) -> Interval:
     f = float(x)
     lo = f if Fraction(f) <= x else math.nextafter(f, -INF)
@@ -280,7 +518,7 @@ def _perturb(w: Interval, s: RoundSpec) -> Interval:
     if s.sat:
         m = s.max_finite
         w = Interval.of(np.clip(w.lo, -m, m), np.clip(w.hi, -m, m))
-    u = Interval.of(np.full(w.shape, 1 - s.u), np.full(w.shape, 1 + s.u))
+    u = Interval.of(np.full(w.shape, 1 - s.u_rel), np.full(w.shape, 1 + s.u_rel))
     e = Interval.of(np.full(w.shape, -s.eta), np.full(w.shape, s.eta))
     r = w * u + e
     if not s.sat and s.fmt.has_inf and math.isfinite(s.overflow_at):
@@ -291,6 +529,22 @@ def _perturb(w: Interval, s: RoundSpec) -> Interval:
         # rounding is monotone and fl(0) = 0: the sign of w is kept (or the result is 0)
         r = Interval.of(np.where(w.lo >= 0, np.maximum(r.lo, 0.0), r.lo),
                         np.where(w.hi <= 0, np.minimum(r.hi, 0.0), r.hi))
+    if s.fmt.kind == "float" and s.fmt.bits <= 8:
+        # narrow formats: every mode rounds x in [lo, hi] into [rd(lo), ru(hi)], exactly
+        # (e8m0: of a positive x; it has no zero, tiny values round up to 2^-127)
+        m = s.max_finite
+        ok = (w.lo >= -m) & (w.hi <= m)
+        if not s.fmt.has_zero:
+            ok &= w.lo > 0
+        if ok.any():
+            with np.errstate(all="ignore"):
+                lo_r = round_array(np.where(ok, w.lo, 0.0), s.fmt, mode="rd", sat=True)
+                hi_r = round_array(np.where(ok, w.hi, 0.0), s.fmt, mode="ru", sat=True)
+            ok &= ~np.isnan(lo_r) & ~np.isnan(hi_r)
+            nlo = np.where(ok, np.maximum(r.lo, lo_r), r.lo)
+            nhi = np.where(ok, np.minimum(r.hi, hi_r), r.hi)
+            good = nlo <= nhi
+            r = Interval._new(np.where(good, nlo, r.lo), np.where(good, nhi, r.hi))
     return r
 
 
@@ -312,7 +566,13 @@ def _apply(op: str, a: list) -> tuple[Interval, np.ndarray | None]:
             return I.sqr(a[0]), None
         return a[0] * a[1], None
     if op == Op.DIV:
-        return I.div(a[0], a[1]), None
+        r = I.div(a[0], a[1])
+        z = (a[1].lo == 0) & (a[1].hi == 0)
+        if z.any():  # x / 0 is +-inf for x of one sign (0 / 0 is flagged as NaN)
+            p, q = z & (a[0].lo > 0), z & (a[0].hi < 0)
+            r = Interval._new(np.where(p, I.MAX, np.where(q, -INF, r.lo)),
+                              np.where(p, INF, np.where(q, -I.MAX, r.hi)))
+        return r, None
     if op == Op.FMA:
         return a[0] * a[1] + a[2], None
     if op == Op.SQRT:
@@ -335,6 +595,11 @@ def _apply(op: str, a: list) -> tuple[Interval, np.ndarray | None]:
           Op.SIGMOID: I.sigmoid, Op.SIN: I.sin, Op.COS: I.cos}
     if op in fn:
         return fn[op](a[0]), None
+    if op in (Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE) and a[0] is a[1]:
+        # a value compared with itself: decided unless it is NaN, and every way a NaN can
+        # arise in the program is flagged (the box then has no bound)
+        t = np.full(a[0].shape, op in (Op.LE, Op.GE, Op.EQ))
+        return _bool(t, t), np.ones(a[0].shape, bool)
     if op in (Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE):
         x, y = a
         if op == Op.LT:
@@ -509,6 +774,11 @@ def _box_errors_inner(ev: _Eval, X: list[Interval], out: int):
                     bad |= ((x.hi == np.inf) & (y.lo == -np.inf)) | ((x.lo == -np.inf) & (y.hi == np.inf))
             elif n.op in (Op.SQRT, Op.LOG, Op.LOG2, Op.RSQRT):
                 bad |= I.may_be_undefined(n.op, a[0])
+            elif n.op in (Op.SIN, Op.COS):
+                bad |= _unbounded(a[0])
+            if n.op == Op.FMA:
+                p = a[0] * a[1]
+                bad |= _unbounded(p) & _unbounded(a[2])
     for i, n in enumerate(prog.nodes):
         s = n.spec
         if s is not None and not s.sat and n.args and ppre[i] is not None and \
@@ -583,7 +853,7 @@ def _point_estimate(ev: _Eval, mids: np.ndarray, out: int) -> np.ndarray:
 
 def _point_estimate_inner(ev: _Eval, mids: np.ndarray, out: int) -> np.ndarray:
     X = [Interval.point(mids[:, k]) for k in range(mids.shape[1])]
-    vals, pre, _ = ev.forward(X, perturbed=False)
+    vals, pre, _ = ev._forward(X, perturbed=False)
     adj, _ = ev.reverse(vals, pre, out)
     est = np.zeros(mids.shape[0])
     feasible = np.ones(mids.shape[0], bool)
@@ -616,6 +886,8 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
         lo = np.zeros((1, 1))
         hi = np.zeros((1, 1))
     widths0 = np.maximum(hi - lo, 1e-300)
+    if prog.zero_split and nv:
+        lo, hi = zero_split(lo, hi, prog.zero_split)
     best_lower = 0.0
     it = 0
     converged = False
@@ -647,6 +919,8 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
             rel_box = np.where(ival.mig() > 0, bound / ival.mig(), INF)
         mids = (lo + hi) / 2 if nv else lo
         est = _point_estimate(ev, mids, out) if nv else bound
+        if prog.factored:  # an estimate at a point of a box never exceeds the box's bound
+            est = np.minimum(est, bound)
         if objective == "rel":  # search for the largest relative bound instead
             with np.errstate(all="ignore"):
                 est = np.where(np.abs(ival.midpoint()) > 0, est / np.abs(ival.midpoint()), 0.0)
@@ -682,6 +956,13 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
         pick = order[:n_split]
         rest = order[n_split:]
         rel_w = (hi[pick] - lo[pick]) / widths0
+        if prog.factored:
+            # scale-invariant programs: a one-signed range counts by its binades too
+            with np.errstate(all="ignore"):
+                a, b = np.abs(lo[pick]), np.abs(hi[pick])
+                one = (lo[pick] > 0) | (hi[pick] < 0)
+                binades = np.log2(np.maximum(a, b) / np.minimum(a, b))
+                rel_w = np.where(one, np.maximum(rel_w, binades / 32), rel_w)
         dim = np.argmax(rel_w, axis=1)
         mid = split_points(lo[pick, dim], hi[pick, dim])
         lo_a, hi_a = lo[pick].copy(), hi[pick].copy()
@@ -705,6 +986,25 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
     share = {k: v / total for k, v in site_tot.items()}
     return ScalarBound(abs_err, rel, (ideal_hull[0], ideal_hull[1]), (comp_hull[0], comp_hull[1]),
                        int(lo.shape[0]), it, converged, best_lower, site_share=share)
+
+
+def zero_split(lo: np.ndarray, hi: np.ndarray, zs: dict[int, float]):
+    """Split boxes of variables whose values are 0 or at least m in magnitude: [lo, hi]
+    becomes [lo, -m], [0, 0] and [m, hi] (the parts that exist)."""
+    for k, m in zs.items():
+        parts_lo, parts_hi = [], []
+        for a, b in ((-INF, -m), (0.0, 0.0), (m, INF)):
+            l2 = np.maximum(lo[:, k], a)
+            h2 = np.minimum(hi[:, k], b)
+            ok = l2 <= h2
+            if ok.any():
+                pl, ph = lo[ok].copy(), hi[ok].copy()
+                pl[:, k], ph[:, k] = l2[ok], h2[ok]
+                parts_lo.append(pl)
+                parts_hi.append(ph)
+        if parts_lo:
+            lo, hi = np.concatenate(parts_lo), np.concatenate(parts_hi)
+    return lo, hi
 
 
 def split_points(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
