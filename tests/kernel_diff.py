@@ -52,3 +52,39 @@ def bit_equal(a, b) -> bool:
     b = np.asarray(b, dtype=np.float64)
     return (a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
             and np.array_equal(np.signbit(a), np.signbit(b)))
+
+
+# --- reduction orders, independently of any backend ----------------------------------------
+def fold_seq(xs, combine, init):
+    """Left to right; ``init`` only for an empty range."""
+    if len(xs) == 0:
+        return init
+    acc = xs[0]
+    for v in xs[1:]:
+        acc = combine(acc, v)
+    return acc
+
+
+def fold_levels(xs, combine, init):
+    """Adjacent pairs level after level, an odd element carried (the reference's tree)."""
+    xs = list(xs)
+    if not xs:
+        return init
+    while len(xs) > 1:
+        nxt = [combine(xs[t], xs[t + 1]) for t in range(0, len(xs) - 1, 2)]
+        xs = nxt + ([xs[-1]] if len(xs) % 2 else [])
+    return xs[0]
+
+
+def fold_stack(xs, combine, init):
+    """The binary-counter stack algorithm, as the kernel IR states it (with heights)."""
+    stack: list = []
+    for v in xs:
+        stack.append((v, 0))
+        while len(stack) >= 2 and stack[-1][1] == stack[-2][1]:
+            (b, hb), (a, _) = stack.pop(), stack.pop()
+            stack.append((combine(a, b), hb + 1))
+    while len(stack) >= 2:
+        (b, _), (a, _) = stack.pop(), stack.pop()
+        stack.append((combine(a, b), 0))
+    return stack[0][0] if stack else init

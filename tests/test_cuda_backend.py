@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from kernel_diff import fold_levels, fold_seq
 
 from numgrade.backends.cuda_backend import (ARCHS, NVCC_FLAGS, CudaBackend, CudaHostBackend,
                                             c_literal, c_name, emit_bundle, emit_program,
@@ -302,24 +303,8 @@ def serial_case() -> Case:
     return Case(prog, inputs, [{"n": 17, "m": 5}, {"n": 3, "m": 0}, {"n": 1, "m": 1000}], expect)
 
 
-def fold_seq(xs, combine, init):
-    if len(xs) == 0:
-        return init
-    acc = xs[0]
-    for v in xs[1:]:
-        acc = combine(acc, v)
-    return acc
 
 
-def fold_levels(xs, combine, init):
-    """Adjacent pairs level after level, an odd element carried (the reference's tree)."""
-    xs = list(xs)
-    if not xs:
-        return init
-    while len(xs) > 1:
-        nxt = [combine(xs[t], xs[t + 1]) for t in range(0, len(xs) - 1, 2)]
-        xs = nxt + ([xs[-1]] if len(xs) % 2 else [])
-    return xs[0]
 
 
 def reduce_case() -> Case:

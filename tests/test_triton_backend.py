@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from kernel_diff import fold_stack
 
 from numgrade.backends.base import NUMPY_DTYPES
 from numgrade.backends.triton_backend import TritonBackend, compile_ptx, literal
@@ -227,17 +228,8 @@ def seq_py(xs):
 
 
 def pairwise_py(xs):
-    """The binary-counter stack algorithm, independently."""
-    stack = []
-    for x in xs:
-        stack.append((x, 0))
-        while len(stack) >= 2 and stack[-1][1] == stack[-2][1]:
-            (b, h), (a, _) = stack.pop(), stack.pop()
-            stack.append((a + b, h + 1))
-    while len(stack) >= 2:
-        (b, _), (a, _) = stack.pop(), stack.pop()
-        stack.append((a + b, 0))
-    return stack[0][0]
+    """The binary-counter stack algorithm (kernel_diff.fold_stack) with plain addition."""
+    return fold_stack(xs, lambda a, b: a + b, None)
 
 
 @pytest.mark.parametrize("order", ["seq", "pairwise", "any"])

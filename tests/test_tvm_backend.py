@@ -18,7 +18,7 @@ tvm = pytest.importorskip("tvm")
 
 from numgrade.backends.tvm_backend import (TVMBackend, _target, float_literal,  # noqa: E402
                                            ident, int_literal, program_script)
-from kernel_diff import bit_equal, run_both, stdlib_cases  # noqa: E402
+from kernel_diff import bit_equal, fold_seq, fold_stack, run_both, stdlib_cases  # noqa: E402
 from numgrade.kernels.interp import run_program  # noqa: E402
 from numgrade.kernels.ir import (Assign, BufferDecl, Decl, Kernel, KernelProgram,  # noqa: E402
                                 KExpr, Let, Loop, Reduce, ScalarParam, Store, acc_vars, const,
@@ -379,27 +379,8 @@ def test_math_ops_are_libm(backend):
 
 # ---------------------------------------------------------------------------------------------
 # loops, accumulators, reductions
-def fold_seq(xs, combine, init):
-    if len(xs) == 0:
-        return init
-    acc = xs[0]
-    for v in xs[1:]:
-        acc = combine(acc, v)
-    return acc
 
 
-def fold_stack(xs, combine, init):
-    """The binary-counter stack algorithm, as the IR states it (with heights)."""
-    stack: list = []
-    for v in xs:
-        stack.append((v, 0))
-        while len(stack) >= 2 and stack[-1][1] == stack[-2][1]:
-            (b, hb), (a, _) = stack.pop(), stack.pop()
-            stack.append((combine(a, b), hb + 1))
-    while len(stack) >= 2:
-        (b, _), (a, _) = stack.pop(), stack.pop()
-        stack.append((combine(a, b), 0))
-    return stack[0][0] if stack else init
 
 
 def test_reductions_all_orders(backend):

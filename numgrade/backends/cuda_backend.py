@@ -50,6 +50,7 @@ import numpy as np
 
 from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, Kernel, KernelProgram, KExpr, Let, Loop,
                          Reduce, ScalarParam, Stmt, Store)
+from ..kernels.ir import IDENT_RE as _IDENT
 from .base import NUMPY_DTYPES
 
 ARCHS = ("sm_90a", "sm_100a")
@@ -68,7 +69,6 @@ INT_BITS = {"i64": 64, "i32": 32, "u64": 64, "u32": 32, "u16": 16, "u8": 8}
 # the type integer arithmetic of each dtype is done in (wraps, no promotion to signed int)
 WRAP = {"i64": "u64", "u64": "u64", "i32": "u32", "u32": "u32", "u16": "u32", "u8": "u32"}
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # names a user identifier must not take verbatim in the printed C: keywords of C and C++, CUDA
 # built-ins, the library functions and macros the printed code uses, and our own prefix
 _RESERVED = frozenset("""

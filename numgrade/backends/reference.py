@@ -301,38 +301,7 @@ class Interpreter:
 
     # binding ------------------------------------------------------------------------------
     def bind(self, fn: N.Function, args: Sequence[np.ndarray]) -> dict[str, int]:
-        if len(args) != len(fn.params):
-            raise GradeError(f"{fn.name}() takes {len(fn.params)} argument(s), got {len(args)}")
-        env: dict[str, int] = {}
-        for p, a in zip(fn.params, args):
-            shape = p.value.shape
-            if np.ndim(a) != len(shape):
-                raise GradeError(f"argument '{p.name}' of {fn.name}() must have rank {len(shape)} "
-                                 f"(type {p.value.type}), got shape {tuple(np.shape(a))}")
-            for d, n in zip(shape, np.shape(a)):
-                syms = d.symbols()
-                if len(syms) == 1 and d == Dim.sym(next(iter(syms))):
-                    s = next(iter(syms))
-                    if s in env and env[s] != n:
-                        raise GradeError(f"dimension {s} of {fn.name}() is {env[s]} from an earlier "
-                                         f"argument but {n} in '{p.name}'")
-                    env[s] = int(n)
-        # requirements first: N % 16 == 0 explains a size N/16 better than the size does
-        for c in fn.requires:
-            if c.holds(env) is False:
-                vals = ", ".join(f"{s} = {env[s]}" for s in sorted(c.lhs.symbols() | c.rhs.symbols())
-                                 if s in env)
-                raise GradeError(f"{fn.name}() requires {c.text}, which fails for {vals}", c.span)
-        for p, a in zip(fn.params, args):
-            for d, n in zip(p.value.shape, np.shape(a)):
-                try:
-                    want = d.evaluate(env)
-                except KeyError as ex:  # pragma: no cover - lowering guarantees plain symbols
-                    raise GradeError(f"dimension {ex.args[0]} cannot be bound") from None
-                if want != n:
-                    raise GradeError(f"argument '{p.name}' of {fn.name}() has size {n} where its "
-                                     f"type {p.value.type} needs {d} = {want}")
-        return env
+        return bind_arguments(fn, args)
 
     def run(self, name: str, args: Sequence[Any], seed: int | None = None) -> tuple:
         fn = self.module.functions[name]
@@ -517,3 +486,40 @@ class Interpreter:
         if vb:
             r = r[..., 0]
         return np.array(r)
+
+
+def bind_arguments(fn: N.Function, args: Sequence[np.ndarray]) -> dict[str, int]:
+    """Size symbols from the argument shapes, with the rank, consistency and `requires` checks
+    every backend's host side shares."""
+    if len(args) != len(fn.params):
+        raise GradeError(f"{fn.name}() takes {len(fn.params)} argument(s), got {len(args)}")
+    env: dict[str, int] = {}
+    for p, a in zip(fn.params, args):
+        shape = p.value.shape
+        if np.ndim(a) != len(shape):
+            raise GradeError(f"argument '{p.name}' of {fn.name}() must have rank {len(shape)} "
+                             f"(type {p.value.type}), got shape {tuple(np.shape(a))}")
+        for d, n in zip(shape, np.shape(a)):
+            syms = d.symbols()
+            if len(syms) == 1 and d == Dim.sym(next(iter(syms))):
+                s = next(iter(syms))
+                if s in env and env[s] != n:
+                    raise GradeError(f"dimension {s} of {fn.name}() is {env[s]} from an earlier "
+                                     f"argument but {n} in '{p.name}'")
+                env[s] = int(n)
+    # requirements first: N % 16 == 0 explains a size N/16 better than the size does
+    for c in fn.requires:
+        if c.holds(env) is False:
+            vals = ", ".join(f"{s} = {env[s]}" for s in sorted(c.lhs.symbols() | c.rhs.symbols())
+                             if s in env)
+            raise GradeError(f"{fn.name}() requires {c.text}, which fails for {vals}", c.span)
+    for p, a in zip(fn.params, args):
+        for d, n in zip(p.value.shape, np.shape(a)):
+            try:
+                want = d.evaluate(env)
+            except KeyError as ex:  # pragma: no cover - lowering guarantees plain symbols
+                raise GradeError(f"dimension {ex.args[0]} cannot be bound") from None
+            if want != n:
+                raise GradeError(f"argument '{p.name}' of {fn.name}() has size {n} where its "
+                                 f"type {p.value.type} needs {d} = {want}")
+    return env

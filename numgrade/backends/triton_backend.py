@@ -55,9 +55,9 @@ import numpy as np
 
 from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, KExpr, Kernel, KernelProgram, Let, Loop,
                          Reduce, Stmt, Store)
+from ..kernels.ir import IDENT_RE as _IDENT
 from .base import Launcher
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 TL_DTYPES = {"f64": "tl.float64", "f32": "tl.float32", "i64": "tl.int64", "i32": "tl.int32",
              "u64": "tl.uint64", "u32": "tl.uint32", "u16": "tl.uint16", "u8": "tl.uint8",
              "bool": "tl.int1"}

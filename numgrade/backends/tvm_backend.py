@@ -71,6 +71,7 @@ import numpy as np
 
 from ..kernels.ir import (DTYPE_BITS, FLOAT_DTYPES, MATH_OPS, Assign, Decl, Kernel,
                          KernelProgram, KExpr, Let, Loop, Reduce, Stmt, Store)
+from ..kernels.ir import IDENT_RE as _IDENT
 from .base import NUMPY_DTYPES
 
 # TVM builds every LLVM module with FPOpFusion::Fast (contraction into FMA wherever the CPU has
@@ -84,7 +85,6 @@ F32_MAX = float(np.finfo(np.float32).max)
 
 TVM_DTYPES = {"f64": "float64", "f32": "float32", "i64": "int64", "i32": "int32",
               "u64": "uint64", "u32": "uint32", "u16": "uint16", "u8": "uint8", "bool": "bool"}
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ARITH = {"add": "+", "sub": "-", "mul": "*"}
 _BITWISE = {"band": "&", "bor": "|", "bxor": "^"}
 _COMPARE = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}

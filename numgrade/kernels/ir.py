@@ -43,11 +43,15 @@ a backend only prints primitives: it never needs to know what e2m1 is. The primi
 
 from __future__ import annotations
 
+import re
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence, Union
 
 from ..ir.dims import Dim
+
+# every identifier in a KernelProgram matches this; backends refuse anything else
+IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 DTYPES = ("f64", "f32", "i64", "i32", "u64", "u32", "u16", "u8", "bool")
 FLOAT_DTYPES = ("f64", "f32")
@@ -221,9 +225,6 @@ class Reduce:
 
 
 Stmt = Union[Let, Decl, Assign, Store, Loop, Reduce]
-
-ACC_A = var("acc_a", "f64")  # placeholders: rebuilt with the right dtype by acc_vars()
-
 
 def acc_vars(dtype: str) -> tuple[KExpr, KExpr]:
     return var("acc_a", dtype), var("acc_b", dtype)

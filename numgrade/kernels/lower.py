@@ -28,7 +28,7 @@ from ..ir.nodes import Op, Value
 from ..passes.fusion import FusionPlan, Group, Layout, plan_fusion
 from ..passes.inline import inline_calls
 from . import legalize as L
-from .ir import (BufferDecl, Decl, KExpr, Kernel, KernelProgram, Let, Loop, Reduce,
+from .ir import (IDENT_RE, BufferDecl, Decl, KExpr, Kernel, KernelProgram, Let, Loop, Reduce,
                  ScalarParam, Store, Assign, acc_vars, const, load, select, unary, var,
                  walk_exprs)
 
@@ -44,19 +44,18 @@ C_KEYWORDS = {"auto", "break", "case", "char", "const", "continue", "default", "
               "true", "false", "class", "template", "namespace", "new", "delete", "this",
               "operator", "private", "public", "protected", "virtual", "T", "tl", "triton",
               "np", "torch", "tvm", "te"}
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def safe_ident(text: str, prefix: str, limit: int = 40) -> str:
     """A name from user text that is safe in Python, C and TVMScript: ``prefix_`` + [A-Za-z0-9_]."""
     body = re.sub(r"[^A-Za-z0-9_]", "_", text)[:limit]
     name = f"{prefix}_{body}" if body else prefix
-    assert _IDENT.match(name) and not keyword.iskeyword(name) and name not in C_KEYWORDS
+    assert IDENT_RE.match(name) and not keyword.iskeyword(name) and name not in C_KEYWORDS
     return name
 
 
 def is_safe_ident(name: str) -> bool:
-    return bool(_IDENT.match(name)) and not keyword.iskeyword(name) and name not in C_KEYWORDS
+    return bool(IDENT_RE.match(name)) and not keyword.iskeyword(name) and name not in C_KEYWORDS
 
 
 I64 = "i64"
@@ -66,9 +65,7 @@ def i64(n: int) -> KExpr:
     return const(int(n), I64)
 
 
-def f64c(x: float) -> KExpr:
-    return const(float(x), "f64")
-
+f64c = L.f64
 
 @dataclass
 class _Scope:
@@ -148,8 +145,6 @@ def _lower(plan: FusionPlan, orig: N.Function) -> KernelProgram:
         if o in pb.buffer_of and pb.buffers[pb.buffer_of[o]].role == "out":
             outputs.append(pb.buffer_of[o])
             continue
-        if o in pb.buffer_of:  # a parameter returned as it is: stored by a copy kernel
-            pass
         name = f"out{i}"
         pb.add_buffer(o, name, "out", shape=r.shape)
         if o.op != Op.PARAM:

@@ -8,11 +8,12 @@ arrays of exact values, which the API converts to the caller's array family.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ..backends.base import NUMPY_DTYPES
+from ..backends.reference import bind_arguments
 from ..errors import GradeError
 from ..ir.formats import from_storage, get_format, round_array, stream_key, to_storage
 from .ir import KernelProgram
@@ -44,16 +45,10 @@ def decode_array(raw: np.ndarray, fmt_name: str, shape: tuple[int, ...]) -> np.n
     return from_storage(codes).reshape(shape)
 
 
-def bind_program(program: KernelProgram, fn, arrays: Sequence[np.ndarray]) -> dict[str, int]:
-    """Sizes from the argument shapes, checked like the reference does."""
-    from ..backends.reference import Interpreter  # the one place that binds and checks sizes
-    return Interpreter.bind(None, fn, arrays)  # type: ignore[arg-type]
-
-
 def run_program(program: KernelProgram, launcher, fn, arrays: Sequence[np.ndarray],
                 seed: int | None = None) -> tuple[np.ndarray, ...]:
     """Run a lowered function on float64 argument arrays; returns float64 result arrays."""
-    env = bind_program(program, fn, arrays)
+    env = bind_arguments(fn, arrays)
     seed = DEFAULT_SEED if seed is None else int(seed)
     buffers: dict[str, np.ndarray] = {}
     shapes: dict[str, tuple[int, ...]] = {}

@@ -139,18 +139,13 @@ def heavy_frontier(values: list[Value]) -> dict[Value, frozenset[Value]]:
     """For each value: the heavy values and parameters it reads through cheap operations."""
     out: dict[Value, frozenset[Value]] = {}
     for v in values:
-        if v.op in HEAVY:
-            deps: set[Value] = set()
-            for s in v.srcs:
-                deps |= ({s} if s.op in HEAVY else out[s])
-            out[v] = frozenset(deps)
-        elif v.op == Op.PARAM:
+        if v.op == Op.PARAM:
             out[v] = frozenset({v})
-        else:
-            deps = set()
-            for s in v.srcs:
-                deps |= ({s} if s.op in HEAVY else out[s])
-            out[v] = frozenset(deps)
+            continue
+        deps: set[Value] = set()
+        for s in v.srcs:
+            deps |= ({s} if s.op in HEAVY else out[s])
+        out[v] = frozenset(deps)
     return out
 
 
