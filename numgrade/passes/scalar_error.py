@@ -269,6 +269,17 @@ class _Eval:
                 vals[i] = w
         return vals, pre, decided_ok
 
+    def _relate(self, n: SNode, w: Interval) -> Interval:
+        """x <= m gives x - m <= 0; |x| <= m gives |x / m| <= 1 (in both programs)."""
+        a, b = n.args
+        if n.op == Op.SUB and (a, b) in self.le_pairs:
+            return Interval.of(np.minimum(w.lo, 0.0), np.minimum(w.hi, 0.0))
+        if n.op == Op.SUB and (b, a) in self.le_pairs:
+            return Interval.of(np.maximum(w.lo, 0.0), np.maximum(w.hi, 0.0))
+        if n.op == Op.DIV and (a, b) in self.absle_pairs:
+            return Interval.of(np.clip(w.lo, -1.0, 1.0), np.clip(w.hi, -1.0, 1.0))
+        return w
+
     def _tighten(self, i: int, n: SNode, w: Interval, X, vals, dyn, factor) -> Interval:
         """Intersect w with the factored enclosure of node i (ideal program)."""
         slices, shape, atoms = factor
