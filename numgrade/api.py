@@ -168,6 +168,13 @@ class Function:
     def ir_text(self) -> str:
         return print_function(self.ir)
 
+    def to_grade(self, name: str | None = None) -> str:
+        """Grade source (with its callees) that compiles back to this function's exact IR,
+        every operation's format written out (frontend/grade_export.py)."""
+        from .frontend.grade_export import function_to_grade
+
+        return function_to_grade(self.module.ir, self.ir, name=name)
+
     def __call__(self, *args: Any, seed: int | None = None, backend: str = "reference",
                  **kwargs: Any) -> Any:
         return self.compile(backend)(*args, seed=seed, **kwargs)
@@ -221,29 +228,59 @@ class Function:
 
         return plan_fusion(inline_calls(self.module.ir, self.ir))
 
-    def kernels(self):
-        """The lowered kernel program (kernel/ir.py) that every kernel backend starts from."""
+    def kernels(self, packed_e2m1: bool = False, scale_layout: str = "rowmajor"):
+        """The lowered kernel program (kernel/ir.py) that every kernel backend starts from,
+        with the storage options of kernels/packing.py applied."""
         from .kernels.lower import lower_function
+        from .kernels.packing import StorageOptions, apply_storage
 
+        opts = StorageOptions.make(packed_e2m1, scale_layout)
         if getattr(self, "_kernels", None) is None:
             self._kernels = lower_function(self.module.ir, self.ir)
-        return self._kernels
+        return apply_storage(self._kernels, self.ir, opts)
 
-    def compile(self, backend: str = "reference") -> "CompiledFunction":
+    def compile(self, backend: str = "reference", packed_e2m1: bool = False,
+                scale_layout: str = "rowmajor") -> "CompiledFunction":
+        """Bind to a backend; ``packed_e2m1`` / ``scale_layout`` are storage options of the
+        kernel backends (kernels/packing.py): such results come back as uint8 bytes."""
         from .backends.registry import get_backend
+        from .kernels.packing import StorageOptions
 
+        opts = StorageOptions.make(packed_e2m1, scale_layout)
+        if backend == "reference" and not opts.is_default:
+            raise GradeError("packed_e2m1 and scale_layout are options of the kernel backends "
+                             "(kernel-interp, triton, tvm, cuda), not of the reference")
         if backend != "reference":
             be = get_backend(backend)
             ok, why = be.available()
             if not ok:
                 raise GradeError(f"backend '{backend}' cannot run here: {why}")
-        return CompiledFunction(self, backend)
+        cf = CompiledFunction(self, backend, opts)
+        if not opts.is_default:  # an unpackable layout is reported now, not at the first call
+            cf._program = self.kernels(opts.packed_e2m1, opts.scale_layout)
+        return cf
 
-    def emit(self, backend: str) -> str:
+    def emit(self, backend: str, packed_e2m1: bool = False,
+             scale_layout: str = "rowmajor") -> str:
         """The generated source of every kernel of this function for `backend`, as text."""
         from .backends.registry import get_backend
 
-        return get_backend(backend).emit(self.kernels())
+        be = get_backend(backend)
+        return be.emit(self.kernels(packed_e2m1, scale_layout))
+
+    def tune(self, budget: "str | float", target: str = "sm_90", *, pin_outputs: bool = False,
+             respect_pins: bool = True, formats: "tuple[str, ...] | None" = None, **dims: int):
+        """The cheapest per-operation formats whose sound bound meets `budget` ('abs:X',
+        'rel:X' or a number for abs) on `target` ('cpu', 'sm_90', 'sm_100'); sizes as in
+        analyze(). Returns a TunedFunction (``.result``, ``.report``, ``.source``); raises
+        BudgetUnreachable (a GradeError) with the best achievable bound when no assignment
+        meets the budget."""
+        from .api_tune import make_tuned
+        from .passes.tune import DEFAULT_FORMATS, TuneOptions, tune_function
+
+        opts = TuneOptions(target=target, formats=tuple(formats or DEFAULT_FORMATS),
+                           respect_pins=respect_pins, pin_outputs=pin_outputs)
+        return make_tuned(self, tune_function(self.module.ir, self.ir, dims, budget, opts))
 
     def __repr__(self) -> str:
         return f"<numgrade.Function {self.signature()}>"
@@ -252,10 +289,12 @@ class Function:
 class CompiledFunction:
     """A function bound to a backend; call it like the function."""
 
-    def __init__(self, fn: Function, backend: str):
+    def __init__(self, fn: Function, backend: str, storage=None):
         self.fn = fn
         self.backend = backend
+        self.storage = storage  # kernels.packing.StorageOptions, None for the defaults
         self._launcher = None
+        self._program = None
 
     def __call__(self, *args: Any, seed: int | None = None, **kwargs: Any) -> Any:
         from .backends.reference import Interpreter
@@ -271,14 +310,22 @@ class CompiledFunction:
             raise
         except (ValueError, TypeError, IndexError, OverflowError, MemoryError) as ex:
             raise GradeError(f"{ir.name}(): cannot run on these inputs: {ex}") from None
-        res = tuple(_from_array(o, v.fmt, family) for o, v in zip(outs, ir.results))
+        stored = getattr(self._program, "layouts", {})
+        names = self._program.outputs if stored else ()
+        res = tuple(_stored_result(o, family) if names and names[i] in stored
+                    else _from_array(o, v.fmt, family)
+                    for i, (o, v) in enumerate(zip(outs, ir.results)))
         return res if ir.result_is_tuple else res[0]
 
     def _run_kernels(self, arrays, seed):
         from .backends.registry import get_backend
         from .kernels.runtime import run_program
 
-        program = self.fn.kernels()
+        if self._program is None:
+            opts = self.storage
+            self._program = self.fn.kernels(opts.packed_e2m1, opts.scale_layout) if opts \
+                else self.fn.kernels()
+        program = self._program
         if self._launcher is None:
             self._launcher = get_backend(self.backend).build(program)
         return run_program(program, self._launcher, self.fn.ir, arrays, seed)
@@ -386,6 +433,13 @@ def _to_arrays(args, fn: N.Function) -> tuple[list[np.ndarray], str]:
 
 _TORCH_DTYPES = {"f64": "float64", "f32": "float32", "f16": "float16", "bf16": "bfloat16",
                  "e4m3": "float8_e4m3fn", "e5m2": "float8_e5m2", "i32": "int32", "bool": "bool"}
+
+
+def _stored_result(x: np.ndarray, family: str):
+    """A result in a packed or tiled storage layout: its uint8 bytes (kernels/packing.py)."""
+    from .kernels.packing import to_family
+
+    return to_family(x, family)
 
 
 def _from_array(x: np.ndarray, fmt: Format, family: str):

@@ -50,13 +50,43 @@ def _build() -> argparse.ArgumentParser:
     em.add_argument("fn")
     em.add_argument("--backend", required=True, choices=["triton", "tvm", "cuda"])
     em.add_argument("--out", metavar="DIR", help="write the source into DIR (default: stdout)")
+    em.add_argument("--packed-e2m1", action="store_true",
+                    help="store e2m1 results two codes per byte (low nibble first)")
+    em.add_argument("--scale-layout", default="rowmajor", choices=["rowmajor", "swizzled_128x4"],
+                    help="layout of block-scale results (swizzled_128x4: cuBLAS's tiled layout)")
     sub.add_parser("stdlib", help="list the stdlib programs")
+    ex = sub.add_parser("export", help="write a function (and its callees) as Grade source "
+                                       "with every format explicit")
+    ex.add_argument("file", help="a .grd file, a .ir file or stdlib:NAME")
+    ex.add_argument("fn")
+    ex.add_argument("--out", metavar="PATH", help="write the source here instead of stdout")
     an = sub.add_parser("analyze", help="sound ranges and error bounds of a function (or all)")
     an.add_argument("file", help="a .grd file or stdlib:NAME")
     an.add_argument("fn", nargs="?", help="the function (default: every function of FILE)")
     an.add_argument("--dim", action="append", default=[], metavar="N=1024",
                     help="bind a size symbol for the analysis")
     _report_args(an)
+    tu = sub.add_parser("tune", help="the cheapest per-operation formats whose sound bound "
+                                     "meets an error budget")
+    tu.add_argument("file", help="a .grd file or stdlib:NAME")
+    tu.add_argument("fn")
+    tu.add_argument("--budget", required=True, metavar="abs:X|rel:X",
+                    help="error budget for every output (absolute or relative)")
+    tu.add_argument("--target", default="sm_90", choices=("cpu", "sm_90", "sm_100"),
+                    help="cost model (default sm_90)")
+    tu.add_argument("--dim", action="append", default=[], metavar="N=1024",
+                    help="bind a size symbol (tuning needs every size)")
+    tu.add_argument("--out", metavar="TUNED.grd", help="write the tuned program here")
+    tu.add_argument("--format", choices=("text", "json", "html"), default="text")
+    tu.add_argument("--report", metavar="PATH", help="write the report here instead of stdout")
+    tu.add_argument("--formats", metavar="F,F,...",
+                    help="formats the search may use (default f64,f32,f16,bf16,e5m2,e4m3)")
+    tu.add_argument("--pin-outputs", action="store_true",
+                    help="keep the declared formats of the outputs")
+    tu.add_argument("--ignore-pins", action="store_true",
+                    help="also tune values whose format a `let name: type` annotation fixes")
+    tu.add_argument("--pareto", type=int, default=6, metavar="N",
+                    help="html: budgets in the Pareto sweep (default 6; 0: none)")
     fp = sub.add_parser("fpcore", help="analyse the benchmarks of an FPBench .fpcore file")
     fp.add_argument("file", help="a .fpcore file")
     fp.add_argument("--name", help="only the benchmark with this :name")
@@ -366,7 +396,7 @@ def _cmd_emit(a) -> int:
     from pathlib import Path
 
     mod = api.load(a.file)
-    src = mod[a.fn].emit(a.backend)
+    src = mod[a.fn].emit(a.backend, packed_e2m1=a.packed_e2m1, scale_layout=a.scale_layout)
     if a.out is None:
         print(src)
         return 0
@@ -379,6 +409,51 @@ def _cmd_emit(a) -> int:
     except OSError as ex:
         raise GradeError(f"cannot write {a.out}: {ex.strerror or ex}") from None
     print(path)
+    return 0
+
+
+def _cmd_tune(a) -> int:
+    import json
+
+    from . import render_tune
+    from .api_tune import tuned_source
+    from .passes.tune import DEFAULT_FORMATS, Budget, TuneOptions, TuneSession, \
+        default_pareto_budgets
+
+    dims = _dims(a.dim)
+    if a.pareto < 0:
+        return _usage("--pareto must not be negative")
+    budget = Budget.parse(a.budget)
+    formats = tuple(f.strip() for f in a.formats.split(",") if f.strip()) if a.formats \
+        else DEFAULT_FORMATS
+    mod = api.load(a.file)
+    f = mod[a.fn]
+    opts = TuneOptions(target=a.target, formats=formats, respect_pins=not a.ignore_pins,
+                       pin_outputs=a.pin_outputs)
+    session = TuneSession(mod.ir, f.ir, dims, opts, budget.kind)
+    res = session.tune(budget)
+    text = tuned_source(res) if res.status == "ok" else None
+    if text is not None:
+        api.compile_source(text, name=a.out or "<tuned>")   # the written file must be valid
+        if a.out:
+            try:
+                Path(a.out).write_text(text, encoding="utf-8")
+            except OSError as ex:
+                raise GradeError(f"{a.out}: cannot write: {ex.strerror or ex}") from None
+            print(f"wrote {a.out}", file=sys.stderr)
+    if a.format == "json":
+        out = json.dumps(res.to_json(), indent=2, allow_nan=False) + "\n"
+    elif a.format == "html":
+        budgets = default_pareto_budgets(session, a.pareto) if a.pareto else []
+        sweep = session.pareto(budgets) if budgets else []
+        out = render_tune.render_tune_html(res, sweep + ([res] if res.status == "ok" else []),
+                                           text)
+    else:
+        out = render_tune.render_tune_text(res)
+    _emit(out, a.report)
+    if res.status != "ok":
+        print(f"numgrade: error: {res.function}(): {res.message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -407,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_analyze(args)
         if args.cmd == "fpcore":
             return _cmd_fpcore(args)
+        if args.cmd == "tune":
+            return _cmd_tune(args)
+        if args.cmd == "export":
+            _emit(api.load(args.file)[args.fn].to_grade(), args.out)
+            return 0
         if args.cmd == "stdlib":
             for n in api.stdlib_names():
                 print(n)

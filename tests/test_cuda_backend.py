@@ -3,7 +3,10 @@
 Without a GPU the printed kernel bodies are compiled by gcc (the backend's host variant) and run
 against two oracles: an independent numpy computation written here and the kernel-IR
 interpreter. The same programs are compiled by nvcc to PTX and cubin for sm_90a and sm_100a
-(the PTX must show no fused multiply-add). Tests marked ``gpu`` launch them on a device.
+(the PTX must show no fused multiply-add), the stdlib printed for each arch with its hardware
+conversions, whose instructions the quantisers' PTX must (and, on the arch without them, must
+not) contain; tests/test_cuda_convert.py checks those conversions themselves. Tests marked
+``gpu`` launch them on a device.
 """
 
 from __future__ import annotations
@@ -759,16 +762,68 @@ def test_stdlib_host_matches_reference(stdlib_programs, cache):
     _check_stdlib(stdlib_programs, CudaHostBackend(cache), exact_math=True)
 
 
-def test_stdlib_compiles_for_all_archs_without_fma(stdlib_programs, cache):
+@pytest.fixture(scope="module")
+def stdlib_ptx(stdlib_programs, cache):
+    """arch -> (PTX, kernel symbols per program) of the whole stdlib in one translation unit,
+    printed for each arch (its own hardware conversions), the archs built side by side. (PTX
+    only: ptxas on all of it doubles the time; the quantisers' cubins are built below.)"""
     programs = [prog for _, _, prog in stdlib_programs]
-    source, symbols = emit_bundle(programs, "cuda")
-    for arch, (ptx, cubin) in nvcc_compile_archs(source, ARCHS, cache).items():
-        assert cubin[:4] == b"\x7fELF" and f".target {arch}" in ptx
+    printed = {arch: emit_bundle(programs, "cuda", arch) for arch in ARCHS}
+    built = nvcc_compile_archs({a: src for a, (src, _) in printed.items()}, ARCHS, cache,
+                               cubin=False)
+    return {arch: (built[arch][0], printed[arch][1]) for arch in ARCHS}
+
+
+def test_stdlib_compiles_for_all_archs_without_fma(stdlib_ptx):
+    for arch, (ptx, symbols) in stdlib_ptx.items():
+        assert f".target {arch}" in ptx
         funcs = ptx_functions(ptx)
         for ks in symbols:
             for sym, _ in ks:
                 assert funcs.get(sym, (False,))[0], (arch, sym)
         assert_no_contraction(ptx, arch)
+
+
+# the conversion instructions each quantiser's kernels must contain, per arch (and, where the
+# arch lacks an instruction, must not): fp8 from sm_89 on, e2m1 and e8m0 on sm_100a only
+QUANTISER_CVT = {
+    ("fp8", "quantize_per_tensor"): {"cvt.rn.satfinite.e4m3x2.f32": ARCHS},
+    ("fp8", "quantize_block_1x128"): {"cvt.rn.satfinite.e4m3x2.f32": ARCHS},
+    ("nvfp4", "quantize"): {"cvt.rn.satfinite.e4m3x2.f32": ARCHS,
+                            "cvt.rn.satfinite.e2m1x2.f32": ("sm_100a",)},
+    ("four_over_six", "quantize"): {"cvt.rn.satfinite.e4m3x2.f32": ARCHS,
+                                    "cvt.rn.satfinite.e2m1x2.f32": ("sm_100a",)},
+    ("mxfp4", "quantize"): {"cvt.rz.satfinite.ue8m0x2.f32": ("sm_100a",),
+                            "cvt.rn.satfinite.e2m1x2.f32": ("sm_100a",)},
+    ("mxfp4", "quantize_ceil"): {"cvt.rp.satfinite.ue8m0x2.f32": ("sm_100a",),
+                                 "cvt.rn.satfinite.e2m1x2.f32": ("sm_100a",)},
+}
+
+
+def test_stdlib_quantisers_use_hardware_conversions(stdlib_programs, stdlib_ptx):
+    index = {(lib, fname): n for n, (lib, fname, _) in enumerate(stdlib_programs)}
+    assert set(QUANTISER_CVT) <= set(index), "every quantiser named here should lower"
+    for arch, (ptx, symbols) in stdlib_ptx.items():
+        funcs = ptx_functions(ptx)
+        for key, wanted in QUANTISER_CVT.items():
+            text = "".join(funcs[sym][1] for sym, _ in symbols[index[key]])
+            for instr, archs in wanted.items():
+                assert (instr in text) == (arch in archs), (arch, key, instr)
+        if arch == "sm_90a":  # no sm_100a-only form anywhere, not even in a helper
+            assert "e2m1x2" not in ptx and "ue8m0x2" not in ptx
+
+
+def test_stdlib_quantisers_build_cubins(stdlib_programs, cache):
+    """ptxas accepts the hardware conversions: a cubin of every quantiser for each arch."""
+    programs = [prog for lib, fname, prog in stdlib_programs if (lib, fname) in QUANTISER_CVT]
+    printed = {arch: emit_bundle(programs, "cuda", arch) for arch in ARCHS}
+    built = nvcc_compile_archs({a: src for a, (src, _) in printed.items()}, ARCHS, cache)
+    for arch, (ptx, cubin) in built.items():
+        assert cubin[:4] == b"\x7fELF" and f".target {arch}" in ptx
+        assert "cvt.rn.satfinite.e4m3x2.f32" in ptx
+        for ks in printed[arch][1]:
+            for sym, _ in ks:
+                assert f".entry {sym}(" in ptx, (arch, sym)
 
 
 @pytest.mark.gpu
@@ -777,3 +832,54 @@ def test_stdlib_gpu_matches_reference(stdlib_programs, cache):
     """libdevice's exp/log/tanh may differ from numpy's in the last place: those functions are
     compared to a relative 1e-6, every other one bit for bit."""
     _check_stdlib(stdlib_programs, CudaBackend(cache), exact_math=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the public surface: f.compile("cuda") and f.emit("cuda")
+def test_compile_cuda_without_a_gpu_is_a_grade_error():
+    import numgrade as ng
+    f = ng.load("stdlib:fp8").quantize_per_tensor
+    why = _gpu_reason()
+    if not why:
+        pytest.skip("a GPU is present: compile('cuda') succeeds here")
+    with pytest.raises(ng.GradeError, match="backend 'cuda' cannot run here") as ex:
+        f.compile("cuda")
+    assert why in str(ex.value)  # names what is missing: libcuda, a device, or nvcc
+    assert "no usable CUDA device" in why or "nvcc" in why
+
+
+def test_emit_cuda_uses_the_hardware_conversions():
+    """``f.emit("cuda")`` is the sm_90a print: fp8 through cuda_fp8.h, e2m1 in software."""
+    import numgrade as ng
+    src = ng.load("stdlib:nvfp4").quantize.emit("cuda")
+    assert "#include <cuda_fp8.h>" in src and "__nv_cvt_float_to_fp8(" in src
+    assert "__nv_cvt_float_to_fp4(" not in src  # sm_100a only
+    src100 = CudaBackend().emit(ng.load("stdlib:nvfp4").quantize.kernels(), "sm_100a")
+    assert "__nv_cvt_float_to_fp4(" in src100
+    assert "ng_cv_" not in CudaBackend().emit_host(ng.load("stdlib:nvfp4").quantize.kernels())
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_device_resident_buffers(cache):
+    """run_device on buffers that already live on the GPU (torch CUDA tensors, as bytes): the
+    launcher copies nothing; the results match the reference bit for bit."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA here")
+    from kernel_diff import bit_equal, run_both
+
+    def resident(program):
+        launcher = CudaBackend(cache).build(program)
+
+        def run(buffers, scalars):
+            dev = {n: torch.from_numpy(a.view(np.uint8)).to("cuda:0") for n, a in buffers.items()}
+            launcher.run_device({n: t.data_ptr() for n, t in dev.items()}, scalars)
+            for n in program.outputs:
+                buffers[n][:] = dev[n].cpu().numpy().view(buffers[n].dtype)
+        return run
+
+    for lib, fname in [("fp8", "quantize_per_tensor"), ("nvfp4", "quantize"),
+                       ("mxfp4", "quantize_ceil"), ("layernorm", "layernorm_bf16")]:
+        ref, got = run_both(lib, fname, resident)
+        assert all(bit_equal(a, b) for a, b in zip(ref, got)), (lib, fname)

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from kernel_diff import fold_stack
+from kernel_diff import fold_stack, stdlib_cases
 
 from numgrade.backends.base import NUMPY_DTYPES
 from numgrade.backends.triton_backend import TritonBackend, compile_ptx, literal
@@ -440,9 +440,9 @@ E2E_CPU = [("sums", "naive"), ("sums", "pairwise"), ("sums", "kahan_f32"), ("sum
            ("attention", "attention_weights"), ("linsolve", "solve2")]
 
 
-def _e2e(prog: str, name: str) -> None:
+def _e2e(prog: str, name: str, small: bool = False) -> None:
     import kernel_diff as KD
-    got = KD.run_both(prog, name, BACKEND.build)
+    got = KD.run_both(prog, name, BACKEND.build, small=small)
     if got is None:
         pytest.skip(f"{prog}.{name} is not lowerable")
     ref, mine = got
@@ -451,7 +451,15 @@ def _e2e(prog: str, name: str) -> None:
 
 @pytest.mark.parametrize("prog,name", E2E_CPU)
 def test_stdlib_bit_equal_to_reference(prog, name):
+    """A selection at the common test sizes (several blocks and chunks per reduction)."""
     _e2e(prog, name)
+
+
+@pytest.mark.parametrize("prog,name", stdlib_cases())
+def test_every_stdlib_function_bit_equal_to_reference(prog, name):
+    """Every stdlib function, at the least sizes it allows: the interpreter runs each program
+    instance in Python, so the grid size is the time (the full sizes took 95 s here)."""
+    _e2e(prog, name, small=True)
 
 
 @pytest.mark.gpu

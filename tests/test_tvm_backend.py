@@ -592,3 +592,21 @@ def test_stdlib_function_bit_exact_with_reference(prog, name, backend):
     ref, got = r
     for a, b in zip(ref, got):
         assert bit_equal(a, b), (prog, name)
+
+
+def test_comparisons_of_bools(backend):
+    """Comparing two bools: TVM's LLVM code generator emits an fcmp (or fails) for i1 operands,
+    so the printer compares them as int32."""
+    x, y = load("x", g, "f64"), load("y", g, "f64")
+    a, b = x.gt(c(0.0, "f64")), y.gt(c(0.0, "f64"))
+    cmps = [a.eq(b), a.ne(b), a.lt(b), a.le(b), a.gt(b), a.ge(b)]
+    body = tuple(Store("o", g * c(6, I64) + c(k, I64), select(v, c(1, "u8"), c(0, "u8")))
+                 for k, v in enumerate(cmps))
+    k = Kernel("boolcmp", (n_,), ("g",), body, ("x", "y", "o"), (ScalarParam("n", I64),))
+    prog = program([k], {"x": ("f64", "in"), "y": ("f64", "in"), "o": ("u8", "out")})
+    xs, ys = np.array([1.0, -1.0, 1.0, -1.0]), np.array([1.0, 1.0, -1.0, -1.0])
+    got, want = run(backend, prog, {"x": xs, "y": ys}, {"o": 24}, {"n": 4})
+    A, B = (xs > 0).astype(int), (ys > 0).astype(int)
+    expect = np.stack([A == B, A != B, A < B, A <= B, A > B, A >= B], 1).astype(np.uint8)
+    assert_bits(got["o"], expect.reshape(-1), "bool comparisons")
+    assert_bits(got["o"], want["o"], "bool comparisons interp")

@@ -157,8 +157,12 @@ class ReferenceDomain:
         out = np.empty(a.shape, dtype=np.float64)
         for idx in np.ndindex(a.shape):
             x, y, z = float(a[idx]), float(b[idx]), float(c[idx])
-            if not (np.isfinite(x) and np.isfinite(y) and np.isfinite(z)):
-                out[idx] = round_array(np.array(x * y + z), fmt)[()]
+            fin_xy = np.isfinite(x) and np.isfinite(y)
+            if not (fin_xy and np.isfinite(z)) or x == 0 or y == 0:
+                # IEEE fusedMultiplyAdd: a zero product adds exactly (signed zeros as in the
+                # fast path above); a finite product plus an infinite or NaN c is c
+                s = x * y + z if not fin_xy or np.isfinite(z) else z
+                out[idx] = round_array(np.array(s), fmt)[()]
                 continue
             out[idx] = round_exact(Fraction(x) * Fraction(y) + Fraction(z), fmt)
         return out

@@ -113,15 +113,6 @@ def literal(value: Any, dtype: str) -> str:
     return f"tl.full((), {int(value)}, {t})"
 
 
-def _free_vars(e: KExpr, acc: set[str] | None = None) -> set[str]:
-    acc = set() if acc is None else acc
-    if e.op == "var":
-        acc.add(e.attrs[0])
-    for a in e.args:
-        _free_vars(a, acc)
-    return acc
-
-
 def host_expr(e: KExpr, scalars: set[str]) -> str | None:
     """``e`` as a Python expression over ``scalars[...]`` (for the launcher), or None."""
     if e.op == "const":
@@ -165,8 +156,9 @@ class _Scope:
         return any(name in s.mutable for s in self.chain())
 
     def bind(self, name: str, py: str, vector: bool, mutable: bool = False) -> None:
-        for s in self.chain():  # a rebinding invalidates what was computed from the old value
-            s.memo = {k: v for k, v in s.memo.items() if name not in v[2]}
+        if any(name in s.names for s in self.chain()):
+            for s in self.chain():  # a rebinding invalidates what was computed from the old value
+                s.memo = {k: v for k, v in s.memo.items() if name not in v[2]}
         self.names[name] = py
         (self.vector.add if vector else self.vector.discard)(name)
         if mutable:
@@ -194,6 +186,7 @@ class _KernelEmitter:
         self.counter = 0
         self.blocks: list[tuple[str, str | None]] = []  # (constexpr name, host expr or None)
         self.scalar_names = {s.name for s in kernel.scalars}
+        self.free_cache: dict[KExpr, frozenset[str]] = {}
 
     # ---- plumbing -----------------------------------------------------------------------
     def fresh(self, stem: str = "t") -> str:
@@ -207,6 +200,9 @@ class _KernelEmitter:
     def is_vec(self, e: KExpr, sc: _Scope) -> bool:
         if e.op == "var":
             return sc.lookup(e.attrs[0])[1]
+        hit = sc.find(e)  # emitted subexpressions know (and a DAG is not walked as a tree)
+        if hit is not None:
+            return hit[1]
         return any(self.is_vec(a, sc) for a in e.args)
 
     def expr(self, e: KExpr, sc: _Scope, d: int) -> str:
@@ -218,13 +214,24 @@ class _KernelEmitter:
             return hit[0]
         code = self.code(e, sc, d)
         name = self.fresh()
-        free = frozenset(_free_vars(e))
+        free = self.free_vars(e)
         self.out(d, f"{name} = {code}")
         if e.op == "const":  # constants live in the kernel prologue scope for reuse
             pass
         if not any(sc.is_mutable(v) for v in free):
             sc.memo[e] = (name, self.is_vec(e, sc), free)
         return name
+
+    def free_vars(self, e: KExpr) -> frozenset[str]:
+        """The variables ``e`` reads, cached per node (expressions are DAGs)."""
+        hit = self.free_cache.get(e)
+        if hit is None:
+            if e.op == "var":
+                hit = frozenset((e.attrs[0],))
+            else:
+                hit = frozenset().union(*(self.free_vars(a) for a in e.args))
+            self.free_cache[e] = hit
+        return hit
 
     def code(self, e: KExpr, sc: _Scope, d: int) -> str:
         op, dt = e.op, e.dtype
@@ -367,7 +374,7 @@ class _KernelEmitter:
     def vector_loop(self, s: Loop, sc: _Scope, d: int) -> None:
         outer, body = s, s.body
         flat = (len(body) == 1 and isinstance(body[0], Loop) and body[0].kind == "parallel"
-                and s.var not in _free_vars(body[0].extent))
+                and s.var not in self.free_vars(body[0].extent))
         if flat:
             inner_loop = body[0]
             e1 = self.expr(outer.extent, sc, d)
@@ -433,7 +440,7 @@ class _KernelEmitter:
         ident(r.var)
         self.out(d, f"# reduce {r.kind} ({r.order}) over {r.var} -> {r.name}")
         exact_combine = r.order == "any"
-        if not sc.in_vector and exact_combine and not (_free_vars(r.combine) - {"acc_a", "acc_b"}):
+        if not sc.in_vector and exact_combine and not (self.free_vars(r.combine) - {"acc_a", "acc_b"}):
             self.reduce_lanes(r, sc, d)
         elif not sc.in_vector and r.order == "pairwise":
             self.reduce_pairwise_chunks(r, sc, d)
@@ -532,7 +539,12 @@ class _KernelEmitter:
         self.out(d, f"{name} = {self.broadcast(init, sc) if lanes else init}")
         self.out(d, f"{has} = {ext} < 0")
         h = self.fresh("h")
-        self.out(d, f"for {h} in range(0, 64):  # merge what the stack holds, top first")
+        bounded = not self.is_vec(r.extent, sc)
+        if bounded:  # only the heights below the extent's bit length can hold a subtree
+            self.out(d, f"{h} = tl.full((), 0, tl.int32)")
+            self.out(d, f"while ({ext} >> {h}) != 0:  # merge what the stack holds, top first")
+        else:
+            self.out(d, f"for {h} in range(0, 64):  # merge what the stack holds, top first")
         v = self.fresh("s")
         self.out(d + 1, f"{v} = {self.slot_read(slots, hs, h, r.dtype, lanes)}")
         c = self.combine(r, v, name, _Scope(sc), d + 1)
@@ -540,6 +552,8 @@ class _KernelEmitter:
         self.out(d + 1, f"{take} = (({ext} >> {h}) & 1) != 0")
         self.out(d + 1, f"{name} = tl.where({take}, tl.where({has}, {c}, {v}), {name})")
         self.out(d + 1, f"{has} = {has} | {take}")
+        if bounded:
+            self.out(d + 1, f"{h} = {h} + 1")
 
     def push(self, r: Reduce, slots: str, hs: str, carry: str, count: str, h0: int,
              sc: _Scope, d: int, lanes: bool, when: str | None = None) -> None:

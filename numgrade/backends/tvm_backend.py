@@ -37,7 +37,10 @@ without it):
   literals against float32) are ``T.reinterpret`` of their bits, as are inf and NaN.
 * Values are never ``T.let``-bound chains: TVM's arithmetic analyzer substitutes each bound
   value into the next, exponential in the depth of shared values (a chain of 25 values each
-  using the previous twice took 13 s to build, 100 did not finish in five minutes). A ``Let``, a ``Decl``, a reduction result and every subexpression used twice is a
+  using the previous twice took 13 s to build, 100 did not finish in five minutes). A ``Let``
+  read exactly once, by a later statement of its body with only ``Let`` s between, is printed
+  nested at that use (the parser's time is per statement as much as per node); every other
+  ``Let``, a ``Decl``, a reduction result and every subexpression used twice is a
   one-element ``T.alloc_buffer`` (scope ``global`` on the CPU: a stack ``alloca`` that LLVM
   promotes to a register; TVM serves ``local`` from its workspace allocator, a call per
   iteration; ``local`` on CUDA); everything else is printed nested.
@@ -61,7 +64,6 @@ without it):
 from __future__ import annotations
 
 import math
-import re
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -70,7 +72,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..kernels.ir import (DTYPE_BITS, FLOAT_DTYPES, MATH_OPS, Assign, Decl, Kernel,
-                         KernelProgram, KExpr, Let, Loop, Reduce, Stmt, Store)
+                         KernelProgram, KExpr, Let, Loop, Reduce, Stmt, Store, walk_exprs)
 from ..kernels.ir import IDENT_RE as _IDENT
 from .base import NUMPY_DTYPES
 
@@ -145,6 +147,45 @@ def float_literal(value: float, dtype: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # printing one kernel
+def _roots(s: Stmt) -> list[KExpr]:
+    return list(walk_exprs([s]))
+
+
+def _var_names(roots: Sequence[KExpr]) -> set[str]:
+    names: set[str] = set()
+    seen: set[KExpr] = set()
+    stack = list(roots)
+    while stack:
+        e = stack.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        if e.op == "var":
+            names.add(e.attrs[0])
+        stack.extend(e.args)
+    return names
+
+
+def _count_var_uses(body: Sequence[Stmt]) -> dict[str, int]:
+    """How many (node, argument) edges read each variable, each root expression apart."""
+    uses: dict[str, int] = {}
+    for root in walk_exprs(body):
+        seen: set[KExpr] = set()
+        stack = [root]
+        if root.op == "var":
+            uses[root.attrs[0]] = uses.get(root.attrs[0], 0) + 1
+        while stack:
+            e = stack.pop()
+            if e in seen:
+                continue
+            seen.add(e)
+            for a in e.args:
+                if a.op == "var":
+                    uses[a.attrs[0]] = uses.get(a.attrs[0], 0) + 1
+                stack.append(a)
+    return uses
+
+
 @dataclass
 class _Scope:
     """Names visible while printing: substitutions (acc_a/acc_b), mutable scalars, params."""
@@ -165,6 +206,9 @@ class _KernelPrinter:
         self.counter = 0
         self.scope = _Scope()
         self.uses: dict[KExpr, int] = {}
+        self.var_uses = _count_var_uses(kernel.body)
+        self.inline: dict[str, KExpr] = {}
+        self.subst_memo: dict[KExpr, KExpr] = {}
         self.scratch = "local" if target == "cuda" else "global"
 
     # --- names --------------------------------------------------------------------------------
@@ -270,6 +314,10 @@ class _KernelPrinter:
             return f"{arg(0, True)} {_BITWISE[op]} {arg(1, True)}"
         if op in ("shl", "shr"):
             return self.shift(e, arg)
+        if op in _COMPARE or op == "ne":
+            if e.args[0].dtype == "bool":  # TVM's LLVM code generator would emit an fcmp of i1
+                sym = _COMPARE.get(op, "!=")
+                return f'T.Cast("int32", {arg(0)}) {sym} T.Cast("int32", {arg(1)})'
         if op in _COMPARE:
             inline = e.args[0].dtype not in FLOAT_DTYPES
             return f"{arg(0, inline)} {_COMPARE[op]} {arg(1, inline)}"
@@ -372,18 +420,68 @@ class _KernelPrinter:
 
     def expr(self, e: KExpr, indent: str) -> str:
         """Print ``e`` as the right-hand side of one statement (shared parts stored before)."""
+        e = self.subst(e)
         self.count_uses(e)
         return self.code(e, indent, {})
 
     def rooted(self, e: KExpr, indent: str, memo: dict[KExpr, str],
                inline_int: bool = False) -> str:
         """``operand`` for a statement's root expression (the use counts set first)."""
+        e = self.subst(e)
         self.count_uses(e)
         return self.operand(e, indent, memo, inline_int)
 
-    def stmts(self, body: Sequence[Stmt], indent: str, top_parallel: bool = False) -> None:
+    # --- single-use values, printed where they are used ---------------------------------------
+    def subst(self, e: KExpr) -> KExpr:
+        """``e`` with the inlined ``Let`` names replaced by their values."""
+        if not self.inline:
+            return e
+        memo = self.subst_memo
+        hit = memo.get(e)
+        if hit is not None:
+            return hit
+        if e.op == "var":
+            out = self.inline.get(e.attrs[0], e)
+        elif not e.args:
+            out = e
+        else:
+            args = tuple(self.subst(a) for a in e.args)
+            out = e if args == e.args else KExpr(e.op, args, e.attrs, e.dtype)
+        memo[e] = out
+        return out
+
+    def inlinable(self, body: Sequence[Stmt], tail: Sequence[KExpr] = ()) -> set[str]:
+        """The ``Let`` s of ``body`` read exactly once in the kernel, by a later statement of
+        the same body (or by ``tail``, a reduction's element after it) with only ``Let`` s in
+        between: printing their value at that use changes no evaluation order. Fewer scratch
+        scalars make TVM's parse and LLVM's work on long kernels much shorter."""
+        out: set[str] = set()
+        direct = [frozenset(_var_names(_roots(s))) if not isinstance(s, (Loop, Reduce))
+                  else frozenset() for s in body]
+        for i, s in enumerate(body):
+            if not isinstance(s, Let) or self.var_uses.get(s.name, 0) != 1:
+                continue
+            for j in range(i + 1, len(body) + 1):
+                if j == len(body):
+                    if s.name in _var_names(list(tail)):
+                        out.add(s.name)
+                    break
+                if s.name in direct[j]:
+                    out.add(s.name)
+                    break
+                if not isinstance(body[j], Let):
+                    break
+        return out
+
+    def stmts(self, body: Sequence[Stmt], indent: str, top_parallel: bool = False,
+              tail: Sequence[KExpr] = ()) -> None:
         start = len(self.lines)
+        inline = self.inlinable(body, tail)
         for s in body:
+            if isinstance(s, Let) and s.name in inline:
+                self.inline[s.name] = self.subst(s.value)
+                self.subst_memo = {}  # what was substituted before may now read s.name
+                continue
             if isinstance(s, (Let, Decl)):
                 value = s.value if isinstance(s, Let) else s.init
                 rhs = self.expr(value, indent)
@@ -398,9 +496,10 @@ class _KernelPrinter:
                 if s.buffer not in self.storage:
                     raise ValueError(f"store to unknown buffer {s.buffer!r}")
                 memo: dict[KExpr, str] = {}
-                self.count_uses(s.index, s.value)
-                idx = self.operand(s.index, indent, memo, inline_int=True)
-                val = self.operand(s.value, indent, memo)
+                index, value = self.subst(s.index), self.subst(s.value)
+                self.count_uses(index, value)
+                idx = self.operand(index, indent, memo, inline_int=True)
+                val = self.operand(value, indent, memo)
                 self.emit(indent, f"{ident(s.buffer)}[{idx}] = {val}")
             elif isinstance(s, Loop):
                 ext = self.rooted(s.extent, indent, {}, inline_int=True)
@@ -457,7 +556,7 @@ class _KernelPrinter:
             self.emit(indent, f"{acc}[0] = {init}")
             self.emit(indent, f"for {i} in T.serial({ext}):")
             if r.body:
-                self.stmts(r.body, inner)
+                self.stmts(r.body, inner, tail=(r.value,))
             x = self.element(r, inner)
             self.emit(inner, f"if {i} == T.int64(0):")
             self.emit(inner + "    ", f"{acc}[0] = {x}")
@@ -476,7 +575,7 @@ class _KernelPrinter:
         self.emit(indent, f"{sp}[0] = T.int64(0)")
         self.emit(indent, f"for {i} in T.serial({ext}):")
         if r.body:
-            self.stmts(r.body, inner)
+            self.stmts(r.body, inner, tail=(r.value,))
         x = self.element(r, inner)
         self.emit(inner, f"{stk}[{sp}[0]] = {x}")
         self.emit(inner, f"{sp}[0] = {sp}[0] + T.int64(1)")

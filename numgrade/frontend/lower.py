@@ -177,6 +177,7 @@ class FunctionLowering:
         self.moduli: dict[str, int] = {}
         self.spans: dict[Value, Span] = {}
         self.names: dict[Value, str] = {}
+        self.pinned: set[Value] = set()
         self.stream = 0
         self.effects_seen: list[tuple[str, Span]] = []
 
@@ -226,7 +227,8 @@ class FunctionLowering:
         if len(self.sink.errors) > errors_before or params is None or not results:
             return None
         return N.Function(d.name, params, results, d.ret_is_tuple, effects, requires,
-                          list(self.dims), d.span, self.spans, self.names, {}, self.stream)
+                          list(self.dims), d.span, self.spans, self.names, {}, self.stream,
+                          frozenset(self.pinned))
 
     def _params(self, d: A.FnDecl) -> list[N.Parameter] | None:
         ok = True
@@ -401,6 +403,8 @@ class FunctionLowering:
             t = self.type_of(s.type)
             v = self.expr(s.value, hint=t.fmt)
             v = self.coerce(v, t.fmt, s.value.span, convert=True)
+            if isinstance(v, Value):
+                self.pinned.add(v)
             if v.shape != t.shape:
                 self.err(f"value has shape {shape_str(v.shape)} but the annotation says "
                          f"{shape_str(t.shape)}", s.value.span)

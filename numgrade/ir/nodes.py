@@ -220,6 +220,7 @@ class Function:
     names: dict[Value, str] = field(default_factory=dict)      # let names, for printing
     grades: dict[Value, Grade] = field(default_factory=dict)
     rand_consumers: int = 0
+    pinned: frozenset = frozenset()   # values whose format a `let name: type` annotation fixed
 
     @property
     def result_types(self) -> tuple[TensorType, ...]:

@@ -44,6 +44,7 @@ a backend only prints primitives: it never needs to know what e2m1 is. The primi
 from __future__ import annotations
 
 import re
+import struct
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence, Union
@@ -131,8 +132,9 @@ class KExpr:
 
 
 def _attr_key(attrs: Sequence[Any]) -> tuple:
-    # 0.0 and -0.0 (and 1 and 1.0, and NaN) must not hash-cons together
-    return tuple((type(a).__name__, repr(a)) if isinstance(a, (int, float)) else a for a in attrs)
+    # 0.0 and -0.0, 1 and 1.0, NaN and -NaN must not hash-cons together: floats by their bits
+    return tuple(("float", struct.pack("<d", a)) if isinstance(a, float)
+                 else (type(a).__name__, repr(a)) if isinstance(a, int) else a for a in attrs)
 
 
 def const(value: int | float, dtype: str) -> KExpr:
@@ -285,7 +287,9 @@ class KernelProgram:
     result_is_tuple: bool
     sizes: list[str]  # size symbols, bound by the host from input shapes
     dims: dict[str, Dim] = field(default_factory=dict)  # i64 scalar param name -> its size
-    streams: dict[str, int] = field(default_factory=dict)  # key-param prefix -> rand ordinal
+    # key-param prefix -> stream path: the ordinals of the calls leading to the consumer, then its
+    # own (the key is stream_key folded along it from the seed)
+    streams: dict[str, tuple[int, ...]] = field(default_factory=dict)
     fusion: Any = None  # the FusionPlan it came from (bytes before/after), for reports
 
 

@@ -1,8 +1,9 @@
 """Number formats in primitives: rounding, storage codes and the random stream.
 
-Everything a backend would otherwise need to know about e2m1, e4m3, bf16, stochastic rounding or
-Philox is expanded here into the primitive scalar operations of ``kernel/ir.py``, once, following
-``numgrade/ir/formats.py`` (the definition) step by step. The backends then reproduce the
+Everything a backend would otherwise need to know about e2m1, e4m3, bf16, stochastic rounding,
+Philox or a correctly rounded float64 fused multiply-add is expanded here into the primitive
+scalar operations of ``kernel/ir.py``, once, following ``numgrade/ir/formats.py`` (the
+definition) step by step. The backends then reproduce the
 reference's bits by printing primitives faithfully, and a single test of this module against
 ``round_array`` covers all of them.
 
@@ -74,13 +75,20 @@ def copysign_bits(mag: KExpr, sign_src_bits: KExpr) -> KExpr:
     return (m | (sign_src_bits & u64(F64_SIGN))).bitcast("f64")
 
 
+def canon_nan(x: KExpr) -> KExpr:
+    """``x`` with any NaN made the positive quiet NaN, the only NaN ``round_array`` gives for
+    f32 (float32 hardware makes others: x86's default NaN of ``inf - inf`` is negative)."""
+    return select(isnan(x), const(float("nan"), x.dtype), x)
+
+
 def np_minimum(a: KExpr, b: KExpr) -> KExpr:
-    """numpy's minimum: ``a`` if ``a <= b`` or ``a`` is NaN, else ``b`` (NaN propagates)."""
-    return select(a.le(b) | isnan(a), a, b)
+    """numpy's minimum: ``a`` if ``a < b`` or ``a`` is NaN, else ``b`` (NaN propagates; of two
+    equal values, such as -0.0 and 0.0, numpy gives the second)."""
+    return select(a.lt(b) | isnan(a), a, b)
 
 
 def np_maximum(a: KExpr, b: KExpr) -> KExpr:
-    return select(a.ge(b) | isnan(a), a, b)
+    return select(a.gt(b) | isnan(a), a, b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +137,7 @@ def round_to(blk: Block, x: KExpr, fmt: Format, mode: str = "rne", sat: bool = F
     if fmt.name == "f64":
         return x
     if fmt.name == "f32" and mode == "rne" and not sat:
-        return blk.let(x.cast("f32").cast("f64"), "r32")
+        return blk.let(select(isnan(x), f64(float("nan")), x.cast("f32").cast("f64")), "r32")
     if fmt.kind == "int":
         r = _round_grid(blk, x, mode, rand_word)
         lo, hi = -(fmt.max_finite + 1.0), fmt.max_finite
@@ -293,3 +301,40 @@ def encode(blk: Block, value: KExpr, fmt: Format) -> KExpr:
     if fmt.has_nan:
         body = select(isnan(v), const(nan_code, "i64"), body)
     return blk.let((sign | body).cast(st), "st")
+
+
+# ---------------------------------------------------------------------------------------------
+# statements as one expression
+def inline_lets(stmts: list[Stmt], e: KExpr) -> KExpr:
+    """``e`` with the ``Let`` names of ``stmts`` replaced by their values (a DAG, shared nodes
+    stay shared): for places that hold one expression, such as a ``Reduce`` combine."""
+    env: dict[str, KExpr] = {}
+    memo: dict[int, KExpr] = {}
+
+    def sub(x: KExpr) -> KExpr:
+        hit = memo.get(id(x))
+        if hit is not None:
+            return hit
+        if x.op == "var":
+            out = env.get(x.attrs[0], x)
+        elif not x.args:
+            out = x
+        else:
+            args = tuple(sub(a) for a in x.args)
+            out = x if args == x.args else KExpr(x.op, args, x.attrs, x.dtype)
+        memo[id(x)] = out
+        return out
+
+    for s in stmts:
+        assert isinstance(s, Let), s
+        memo.clear()  # a name may be rebound only once, but keep lookups simple and correct
+        env[s.name] = sub(s.value)
+    memo.clear()
+    return sub(e)
+
+
+def round_expr(x: KExpr, fmt: Format) -> KExpr:
+    """:func:`round_to` (mode rne) as a single expression."""
+    blk = Block(prefix="_re")
+    r = round_to(blk, x, fmt)
+    return inline_lets(blk.stmts, r)

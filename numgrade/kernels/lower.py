@@ -7,8 +7,12 @@ kernel, a parameter or an array constant is a load; a reduction owned by this ke
 :class:`Reduce` placed where it is first needed (the kernel's reductions are generated first, at
 the grid point, so each is computed once per program instance). Each operation follows the
 reference's rounding rule with the primitives of ``legalize.py``; ``f32`` add/sub/mul of ``f32``
-operands use the ``f32`` instruction (which is that rule), everything else is computed in ``f64``
-and rounded once (innocuous double rounding for ``+ - * / sqrt``, since 53 >= 2p + 2).
+operands use the ``f32`` instruction (which is that rule; its NaN is made the positive NaN that
+``round_array`` gives), everything else is computed in ``f64`` and rounded once (innocuous double
+rounding for ``+ - * / sqrt``, since 53 >= 2p + 2), whatever mix of formats the operands have.
+``fma`` of wider operands is ``kernels/fma.py``, ``%`` is ``kernels/fmod.py``; sums, means and
+matmuls accumulate in any format (:meth:`_KernelLowerer.sum_at`); calls to functions with the
+``rand`` effect get their callee's seed through ``kernels/streams.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import keyword
 import re
 from dataclasses import dataclass, field
-from math import prod
 
 import numpy as np
 
@@ -28,7 +31,10 @@ from ..ir.nodes import Op, Value
 from ..passes.fusion import FusionPlan, Group, Layout, plan_fusion
 from ..passes.inline import inline_calls
 from . import legalize as L
-from .ir import (IDENT_RE, BufferDecl, Decl, KExpr, Kernel, KernelProgram, Let, Loop, Reduce,
+from .fma import fma_f64, round_odd, two_sum
+from .fmod import np_mod
+from .streams import bind_streams, stream_path
+from .ir import (IDENT_RE, BufferDecl, Decl, KExpr, Kernel, KernelProgram, Loop, Reduce,
                  ScalarParam, Store, Assign, acc_vars, const, load, select, unary, var,
                  walk_exprs)
 
@@ -94,7 +100,8 @@ class _ProgramBuilder:
         self.const_data: dict[str, np.ndarray] = {}
         self.dims: dict[str, Dim] = {}
         self.dim_names: dict[Dim, str] = {}
-        self.streams: dict[str, int] = {}
+        self.streams: dict[str, tuple[int, ...]] = {}
+        self.paths: dict[int, tuple[int, ...]] = {}  # fresh stream ordinal -> call path
         self.kernels: list[Kernel] = []
 
     # --- names --------------------------------------------------------------------------
@@ -122,18 +129,17 @@ class _ProgramBuilder:
 
 def lower_function(module: N.Module, fn: N.Function) -> KernelProgram:
     """Fuse and lower one function of a module."""
-    for v in N.toposort(fn.results):
-        if v.op == Op.CALL and v.attrs[1] >= 0:
-            raise NotLowerable(f"{fn.name}(): kernel backends do not yet support calls to "
-                               "functions with the rand effect")
-    flat = inline_calls(module, fn)
+    bound, caller, paths = bind_streams(module, fn)  # calls with the rand effect
+    flat = inline_calls(bound, caller)
     plan = plan_fusion(flat)
-    return _lower(plan, fn)
+    return _lower(plan, fn, paths)
 
 
-def _lower(plan: FusionPlan, orig: N.Function) -> KernelProgram:
+def _lower(plan: FusionPlan, orig: N.Function,
+           paths: dict[int, tuple[int, ...]] | None = None) -> KernelProgram:
     fn = plan.fn
     pb = _ProgramBuilder(fn, plan)
+    pb.paths = paths or {}
     inputs = []
     for i, p in enumerate(fn.params):
         name = safe_ident(p.name, f"in{i}")
@@ -426,14 +432,18 @@ class _KernelLowerer:
                 k0, k1 = self.key(stream)
                 f = self.flat(sc, idx, v.shape)
                 rw = lambda: L.philox_first_word(sc.blk, f, k0, k1)  # noqa: E731
-            if _embeds(v.srcs[0].fmt, fmt) and srcs[0].dtype != "bool":
-                return self.to_carrier(sc, srcs[0], fmt, fmt)  # exact conversion
+            src_fmt = v.srcs[0].fmt
+            # an exact conversion is a move, unless it saturates an infinity or must make an
+            # e4m3 NaN (negative after an overflow) round_array's positive NaN
+            if _embeds(src_fmt, fmt) and srcs[0].dtype != "bool" and src_fmt.name != "e4m3" \
+                    and not (sat and src_fmt.has_inf):
+                return self.to_carrier(sc, srcs[0], fmt, fmt)
             r = L.round_to(sc.blk, self.as_f64(srcs[0]), fmt, mode, sat, rw)
             return self.to_carrier(sc, r, fmt, fmt) if L.carrier(fmt) != "f64" else r
         if op in (Op.ADD, Op.SUB, Op.MUL) and fmt.name == "f32" and all(
                 s.dtype == "f32" for s in srcs):
             name = {Op.ADD: "add", Op.SUB: "sub", Op.MUL: "mul"}[op]
-            return sc.blk.let(KExpr(name, tuple(srcs), (), "f32"), "v")
+            return sc.blk.let(L.canon_nan(KExpr(name, tuple(srcs), (), "f32")), "v")
         if op in N.COMPARE:
             a, b = (self.as_f64(s) for s in srcs)
             r = getattr(a, {Op.LT: "lt", Op.LE: "le", Op.GT: "gt", Op.GE: "ge", Op.EQ: "eq",
@@ -473,30 +483,35 @@ class _KernelLowerer:
             a, b = xs
             r = L.np_minimum(a, b) if op == Op.MIN else L.np_maximum(a, b)
             return self.finish(sc, sc.blk.let(r, op), fmt)
+        if op == Op.MOD:  # numpy's remainder of the float64 values, then rounded
+            narrow = all(s.dtype in ("f32", "bool") for s in srcs)
+            return self.finish(sc, np_mod(sc.blk, xs[0], xs[1], 24 if narrow else 53), fmt)
         if op == Op.FMA:
             return self.fma(sc, v, srcs, xs)
         raise NotLowerable(f"operation '{op}' is not supported by the kernel backends yet")
 
     def fma(self, sc, v, srcs, xs) -> KExpr:
-        if any(s.dtype == "f64" for s in srcs) or v.fmt.precision > 51:
-            raise NotLowerable("fma with f64 operands is not supported by the kernel backends")
+        """a*b + c rounded once to the result format (the reference's rule).
+
+        Operands of at most 24 significand bits (f32 carriers) have an exact float64 product:
+        one TwoSum then gives the sum rounded to odd, and the rounding to the format (at most 51
+        bits) is then a single rounding of the exact value; a float64 result is the sum itself.
+        Wider operands take the emulated float64 fma of ``kernels/fma.py``.
+        """
         a, b, c = xs
         blk = sc.blk
+        if any(s.dtype == "f64" for s in srcs):
+            return self.finish(sc, fma_f64(blk, a, b, c, odd=v.fmt.name != "f64"), v.fmt)
         p = blk.let(a * b, "p")  # exact: operands have at most 24 significand bits
-        s = blk.let(p + c, "s")
-        bb = blk.let(s - p, "bb")
-        err = blk.let((p - (s - bb)) + (c - bb), "err")  # TwoSum: p + c = s + err exactly
-        bits = blk.let(s.bitcast("u64"), "sb")
-        even = (bits & L.u64(1)).eq(L.u64(0))
-        # round to odd: move s one ulp toward err when inexact and s's last bit is even
-        toward_up = (err.gt(f64c(0.0))).eq(s.gt(f64c(0.0)) | (s.eq(f64c(0.0)) & err.gt(f64c(0.0))))
-        moved = select(toward_up, bits + L.u64(1), bits - L.u64(1)).bitcast("f64")
-        odd = blk.let(select(err.ne(f64c(0.0)) & even & s.ne(f64c(0.0)), moved, s), "odd")
-        return self.finish(sc, odd, v.fmt)
+        if v.fmt.name == "f64":
+            return blk.let(p + c, "fma")
+        s, err = two_sum(blk, p, c)
+        return self.finish(sc, round_odd(blk, s, err), v.fmt)
 
     def key(self, stream: int) -> tuple[KExpr, KExpr]:
-        name = f"key{stream}"
-        self.pb.streams[name] = stream
+        path = stream_path(self.pb.paths, stream)
+        name = "key" + "_".join(str(k) for k in path)
+        self.pb.streams[name] = path
         return var(f"{name}_lo", "u64"), var(f"{name}_hi", "u64")
 
     def bcast(self, idx, shape, src_shape) -> tuple[KExpr, ...]:
@@ -609,39 +624,81 @@ class _KernelLowerer:
             sc.blk.stmts.append(red)
             out = var(name, dt)
         else:
-            if fmt.name not in ("f32", "f64"):
-                raise NotLowerable(f"sums accumulated in {fmt.name} are not supported by the "
-                                   "kernel backends yet")
-            dt = fmt.name
-            xe = x.cast(dt) if x.dtype != dt else x
-            if x.dtype == "bool":
-                xe = select(x, const(1.0, dt), const(0.0, dt))
-            if order == "kahan":
-                out = self.kahan(sc, body, rv, ext, xe, dt, name)
-            else:
-                a, b = acc_vars(dt)
-                red = Reduce(name, rv, ext, tuple(body.blk.stmts), xe, a + b,
-                             const(0.0, dt), "seq" if order == "seq" else "pairwise", "sum")
-                sc.blk.stmts.append(red)
-                out = var(name, dt)
+            out = self.sum_at(sc, body, rv, ext, x, fmt, src.fmt, order, name)
             if v.op == Op.MEAN:
-                out = self.finish(sc, sc.blk.let(out.cast("f64") / ext.cast("f64"), "mean"), fmt)
+                out = self.finish(sc, sc.blk.let(self.as_f64(out) / ext.cast("f64"), "mean"), fmt)
         sc.memo[key] = out
         return out
 
-    def kahan(self, sc, body, rv, ext, xe, dt, name) -> KExpr:
+    def sum_at(self, sc: _Scope, body: _Scope, rv: str, ext: KExpr, x: KExpr, fmt: Format,
+               src_fmt: Format, order: str, name: str) -> KExpr:
+        """The reference's sum of the elements ``x`` accumulated in ``fmt``, in ``order``.
+
+        Every partial sum is the float64 sum rounded to ``fmt``. With a float64 accumulator, or
+        float32 over elements that float32 holds, that is the IEEE addition of the accumulator's
+        dtype. Otherwise the reduction runs on float64 with a rounding combine, and the elements
+        that the reference rounds on their own are rounded in the body: the first (``seq``,
+        ``kahan``) or, in the pairwise tree, the last of an odd count above one (the reference
+        carries it by adding -0.0, i.e. rounds it; every other element only enters pair sums);
+        the pairwise root is rounded once more, as the reference does (not idempotent for a
+        negative e4m3 overflow, -NaN, which becomes NaN).
+        """
+        native = fmt.name == "f64" or (fmt.name == "f32" and x.dtype in ("f32", "bool"))
+        dt = fmt.name if native else "f64"
+        xe = select(x, const(1.0, dt), const(0.0, dt)) if x.dtype == "bool" else x.cast(dt)
+        if dt == "f32" and src_fmt.name != "f32":
+            xe = L.canon_nan(xe)  # an e4m3 NaN may be negative; its f32 sum is not
+        i = var(rv, I64)
+        canon = L.canon_nan if dt == "f32" else (lambda e: e)
+        if native:
+            def add(blk: L.Block, a: KExpr, b: KExpr) -> KExpr:
+                return blk.let(canon(a + b), "ks")
+
+            def sub(blk: L.Block, a: KExpr, b: KExpr) -> KExpr:
+                return blk.let(canon(a - b), "kd")
+        else:
+            def add(blk: L.Block, a: KExpr, b: KExpr) -> KExpr:
+                return L.round_to(blk, blk.let(a + b, "ks"), fmt)
+
+            def sub(blk: L.Block, a: KExpr, b: KExpr) -> KExpr:
+                return L.round_to(blk, blk.let(a - b, "kd"), fmt)
+        if order == "kahan":
+            return self.to_carrier(sc, self.kahan(sc, body, rv, ext, xe, dt, name, add, sub,
+                                                  fmt), fmt, fmt)
+        if native:
+            value = xe
+            a, b = acc_vars(dt)
+            combine = canon(a + b)
+        else:
+            alone = i.eq(i64(0)) if order == "seq" else \
+                i.eq(ext - i64(1)) & (ext % i64(2)).eq(i64(1)) & ext.gt(i64(1))
+            rounded = L.round_to(body.blk, xe, fmt)
+            value = body.blk.let(select(alone, rounded, xe), "el")
+            a, b = acc_vars(dt)
+            combine = L.round_expr(a + b, fmt)
+        red = Reduce(name, rv, ext, tuple(body.blk.stmts), value, combine, const(0.0, dt),
+                     "seq" if order == "seq" else "pairwise", "sum")
+        sc.blk.stmts.append(red)
+        out = var(name, dt)
+        if native:
+            return out
+        if order != "seq":  # the reference rounds the root once more (e4m3: -NaN -> NaN)
+            out = L.round_to(sc.blk, out, fmt)  # and a single element only there
+        return self.to_carrier(sc, sc.blk.let(out, "sum"), fmt, fmt)
+
+    def kahan(self, sc, body, rv, ext, xe, dt, name, add, sub, fmt) -> KExpr:
         """Kahan's compensated sum, left to right, as the reference does it (serial loop)."""
         s, c = f"{name}_s", f"{name}_c"
         sv, cv = var(s, dt), var(c, dt)
-        first = var(f"{name}_first", "bool")
-        stmts = list(body.blk.stmts)
-        y = var(f"{name}_y", dt)
-        t = var(f"{name}_t", dt)
-        stmts += [Let(f"{name}_first", var(rv, I64).eq(i64(0))),
-                  Let(f"{name}_y", xe - cv),
-                  Let(f"{name}_t", sv + y),
-                  Assign(c, select(first, const(0.0, dt), (t - sv) - y)),
-                  Assign(s, select(first, xe, t))]
+        first = var(rv, I64).eq(i64(0))
+        blk = body.blk
+        x0 = L.round_to(blk, xe, fmt) if dt != fmt.name else xe
+        y = sub(blk, xe, cv)
+        t = add(blk, sv, y)
+        c_next = sub(blk, sub(blk, t, sv), y)
+        stmts = list(blk.stmts)
+        stmts += [Assign(c, select(first, const(0.0, dt), c_next)),
+                  Assign(s, select(first, x0, t))]
         sc.blk.stmts += [Decl(s, const(0.0, dt)), Decl(c, const(0.0, dt)),
                          Loop(rv, ext, tuple(stmts), "serial")]
         return sv
@@ -649,10 +706,9 @@ class _KernelLowerer:
     def matmul_at(self, sc: _Scope, v: Value, idx) -> KExpr:
         a, b = v.srcs
         acc = get_format(v.attrs[0])
-        if acc.name not in ("f32", "f64"):
-            raise NotLowerable(f"matmul accumulated in {acc.name} is not supported by the "
-                               "kernel backends yet")
-        dt = acc.name
+        # products and partial sums rounded to acc; f32/f64 accumulate in their own dtype,
+        # other formats on float64 with a rounding combine
+        dt = acc.name if acc.name in ("f32", "f64") else "f64"
         va, vb = len(a.shape) == 1, len(b.shape) == 1
         K = a.shape[-1]
         out = list(idx)
@@ -674,14 +730,19 @@ class _KernelLowerer:
         xa = self.emit(body, a, ia)
         xb = self.emit(body, b, ib)
         if dt == "f32" and xa.dtype == "f32" and xb.dtype == "f32":
-            prod_ = body.blk.let(xa * xb, "pr")
-        else:
+            prod_ = body.blk.let(L.canon_nan(xa * xb), "pr")
+        elif dt == acc.name:
             prod_ = self.finish(body, body.blk.let(self.as_f64(xa) * self.as_f64(xb), "pr"), acc)
             prod_ = prod_.cast(dt) if prod_.dtype != dt else prod_
+        else:
+            prod_ = L.round_to(body.blk, body.blk.let(self.as_f64(xa) * self.as_f64(xb), "pr"),
+                               acc)
         av, bv = acc_vars(dt)
+        combine = L.round_expr(av + bv, acc) if dt != acc.name else \
+            L.canon_nan(av + bv) if dt == "f32" else av + bv
         name = sc.blk.fresh("mm")
         sc.blk.stmts.append(Reduce(name, rv, self.pb.dim(K), tuple(body.blk.stmts), prod_,
-                                   av + bv, const(0.0, dt), "seq", "sum"))
+                                   combine, const(0.0, dt), "seq", "sum"))
         return self.finish(sc, var(name, dt).cast("f64"), v.fmt)
 
     def topk_at(self, sc: _Scope, v: Value, idx) -> KExpr:

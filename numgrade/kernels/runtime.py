@@ -52,8 +52,12 @@ def run_program(program: KernelProgram, launcher, fn, arrays: Sequence[np.ndarra
     seed = DEFAULT_SEED if seed is None else int(seed)
     buffers: dict[str, np.ndarray] = {}
     shapes: dict[str, tuple[int, ...]] = {}
+    layouts = getattr(program, "layouts", {})  # packed / tiled outputs (kernels/packing.py)
     for name, b in program.buffers.items():
-        shape = tuple(int(d.evaluate(env)) for d in b.shape)
+        if name in layouts:
+            shape = layouts[name].stored_shape(env, fn.name)
+        else:
+            shape = tuple(int(d.evaluate(env)) for d in b.shape)
         shapes[name] = shape
         n = int(np.prod(shape)) if shape else 1
         buffers[name] = np.zeros(n, dtype=NUMPY_DTYPES[b.storage])
@@ -73,10 +77,14 @@ def run_program(program: KernelProgram, launcher, fn, arrays: Sequence[np.ndarra
         if val.denominator != 1:
             raise GradeError(f"{fn.name}(): size {d} is not an integer for these inputs")
         scalars[name] = int(val)
-    for name, ordinal in program.streams.items():
-        key = stream_key(seed, ordinal)
+    for name, path in program.streams.items():
+        key = seed
+        for ordinal in (path if isinstance(path, tuple) else (path,)):  # through rand calls
+            key = stream_key(key, ordinal)
         scalars[f"{name}_lo"] = key & 0xFFFFFFFF
         scalars[f"{name}_hi"] = key >> 32
     launcher(buffers, scalars)
-    return tuple(decode_array(buffers[o], program.buffers[o].fmt, shapes[o])
+    # outputs in a packed or tiled layout come back as their uint8 bytes, undecoded
+    return tuple(buffers[o].reshape(shapes[o]) if o in layouts
+                 else decode_array(buffers[o], program.buffers[o].fmt, shapes[o])
                  for o in program.outputs)

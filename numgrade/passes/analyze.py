@@ -27,6 +27,7 @@ from . import scalar_error as SE
 class AnalysisOptions:
     tier: str = "auto"          # auto | scalar | tensor
     time_limit: float = 0.4     # seconds for the scalar branch and bound, per output
+    quick: bool = False         # looser branch and bound (sound, less tight): tuning probes
 
 
 def target_needs(fn: N.Function) -> list[str]:
@@ -38,7 +39,14 @@ def target_needs(fn: N.Function) -> list[str]:
             fmt = v.type.fmt if isinstance(v.type, N.TensorType) else None
             if fmt is None:
                 continue
-            if fmt.name == "e2m1":
+            # what backends/cuda_convert.py emits: the instructions round to nearest, and
+            # toward zero or up for e8m0; other modes are the software expansion everywhere
+            mode = v.attrs[0] if v.op == Op.ROUND else "rne"
+            if fmt.name in ("e2m1", "e4m3", "e5m2") and mode != "rne" or (
+                    fmt.name == "e8m0" and mode not in ("rz", "rd", "ru")):
+                needs.add(f"{fmt.name} {mode} conversion: emulated in software (no hardware "
+                          "instruction rounds that way)")
+            elif fmt.name == "e2m1":
                 needs.add("e2m1 conversion: native on sm_100a (cvt.rn.satfinite.e2m1x2.f32), "
                           "emulated in software elsewhere")
             elif fmt.name in ("e4m3", "e5m2"):
@@ -73,6 +81,7 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
     warnings: list[str] = []
     contributions: dict[int, float] = {}
     notes: list[str] = []
+    value_terms: dict = {}      # rounding site -> its first-order share of the bound
     use_scalar = options.tier == "scalar" or (options.tier == "auto" and _scalar_ok(fn))
     sensitivity: dict[str, float | None] = {p.name: None for p in fn.params}
     done = False
@@ -80,7 +89,8 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
         try:
             prog = SE.build(fn, module)
             for i, v in enumerate(fn.results):
-                b = SE.analyse(prog, i, time_limit=options.time_limit)
+                b = SE.analyse(prog, i, time_limit=options.time_limit,
+                               **({"tol": 0.25, "max_iters": 6} if options.quick else {}))
                 outputs.append(_output_from_scalar(i, v, b))
                 fn.grades[v] = Grade(range=_hull(b.ideal_range, b.computed_range),
                                      abs_error=b.abs_error, rel_error=b.rel_error)
@@ -88,6 +98,8 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
                     sv = prog.nodes[node].value
                     sp = fn.spans.get(sv) if sv is not None else None
                     amount = share * b.abs_error
+                    if sv is not None and math.isfinite(amount):
+                        value_terms[sv] = max(value_terms.get(sv, 0.0), amount)
                     if sp is not None and math.isfinite(amount):
                         contributions[sp.line] = contributions.get(sp.line, 0.0) + amount
             notes.append("precise scalar tier: mean-value form with interval adjoints, "
@@ -102,7 +114,8 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
                          "tier used")
             outputs = []
     if not done:
-        fa = HybridAnalysis(module, dims) if options.tier != "forward" else \
+        fa = (HybridAnalysis(module, dims, 0.05, 6, 0.25) if options.quick else
+              HybridAnalysis(module, dims)) if options.tier != "forward" else \
             ForwardAnalysis(module, dims)
         try:
             res = fa.run(inline_calls(module, fn))
@@ -125,6 +138,7 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
         for msg, sp in res.warnings:
             warnings.append(f"{sp}: warning: {msg}" if sp else f"warning: {msg}")
         contributions = dict(res.contributions)
+        value_terms = dict(getattr(fa, "value_terms", {}))
         notes.append("tensor tier: closed-form rules for reductions and products (sound for "
                      "every summation order); elementwise regions bounded by sliced scalar "
                      "analysis")
@@ -145,6 +159,7 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
                  time.perf_counter() - t0, "", _dedupe(warnings), contributions,
                  fn.span.file if fn.span else None, dims, notes)
     rep.signature = graded_signature(fn, rep)
+    rep.value_terms = value_terms
     return rep
 
 

@@ -39,9 +39,14 @@ MAX_REGION_NODES = 400
 class HybridAnalysis(ForwardAnalysis):
     """ForwardAnalysis whose elementwise values are re-bounded by sliced scalar analysis."""
 
-    def __init__(self, module: N.Module, dims: dict[str, int], time_limit: float = 0.25):
+    def __init__(self, module: N.Module, dims: dict[str, int], time_limit: float = 0.25,
+                 max_iters: int = 40, tol: float = 0.02):
         super().__init__(module, dims)
         self.time_limit = time_limit
+        self.max_iters, self.tol = max_iters, tol   # looser settings: quick probes (tuning)
+        # per rounding site, its share of the bound of the region it lies in (first-order
+        # terms |adjoint| * local error; the precision tuner reads them)
+        self.value_terms: dict[Value, float] = {}
         self.fn: N.Function | None = None
         self.env: dict[int, AV] = {}
         self.uses: dict[int, int] = {}
@@ -144,12 +149,16 @@ class HybridAnalysis(ForwardAnalysis):
         objective = "rel" if fav is not None and _f(fav.R.mig()) > 0 else "abs"
         try:
             b = SE.analyse(prog, 0, time_limit=self.time_limit * (2.4 if prog.factored else 1),
-                           max_iters=40, max_boxes=2048,
+                           max_iters=self.max_iters, max_boxes=2048, tol=self.tol,
                            objective=objective)
         except (SE.Unsupported, ValueError, FloatingPointError):
             return None
         if not math.isfinite(b.abs_error):
             return None
+        for node, share in b.site_share.items():
+            sv = prog.nodes[node].value
+            if sv is not None and 0 <= node < len(prog.nodes):
+                self.value_terms[sv] = max(self.value_terms.get(sv, 0.0), share * b.abs_error)
         R = _iv(*b.ideal_range)
         C = _iv(*b.computed_range)
         if b.rel_error is not None and math.isfinite(b.rel_error):
