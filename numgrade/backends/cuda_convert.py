@@ -67,6 +67,7 @@ import numpy as np
 
 from ..ir.formats import Format, get_format, round_array, to_storage
 from ..kernels import legalize as L
+from ..kernels.ir import var_names
 from ..kernels.ir import (Assign, Decl, Kernel, KExpr, Let, Loop, Reduce, Stmt, Store,
                           walk_exprs)
 
@@ -364,17 +365,7 @@ def find_conversions(kernel: Kernel, specs: Sequence[Spec]) -> dict[str, Conv]:
 
 
 def _var_names(e: KExpr) -> set[str]:
-    found: set[str] = set()
-    stack, seen = [e], set()
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        if n.op == "var":
-            found.add(n.attrs[0])
-        stack.extend(n.args)
-    return found
+    return var_names([e])
 
 
 def _bound_names(s: Stmt) -> list[str]:

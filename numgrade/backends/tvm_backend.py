@@ -74,6 +74,7 @@ import numpy as np
 from ..kernels.ir import (DTYPE_BITS, FLOAT_DTYPES, MATH_OPS, Assign, Decl, Kernel,
                          KernelProgram, KExpr, Let, Loop, Reduce, Stmt, Store, walk_exprs)
 from ..kernels.ir import IDENT_RE as _IDENT
+from ..kernels.ir import var_names
 from .base import NUMPY_DTYPES
 
 # TVM builds every LLVM module with FPOpFusion::Fast (contraction into FMA wherever the CPU has
@@ -151,19 +152,7 @@ def _roots(s: Stmt) -> list[KExpr]:
     return list(walk_exprs([s]))
 
 
-def _var_names(roots: Sequence[KExpr]) -> set[str]:
-    names: set[str] = set()
-    seen: set[KExpr] = set()
-    stack = list(roots)
-    while stack:
-        e = stack.pop()
-        if e in seen:
-            continue
-        seen.add(e)
-        if e.op == "var":
-            names.add(e.attrs[0])
-        stack.extend(e.args)
-    return names
+_var_names = var_names
 
 
 def _count_var_uses(body: Sequence[Stmt]) -> dict[str, int]:

@@ -356,6 +356,24 @@ def format_program(p: KernelProgram) -> str:
     return "\n".join(lines)
 
 
+def expr_nodes(roots: Sequence[KExpr]) -> Iterator[KExpr]:
+    """Every distinct node of the expression DAGs under roots, each once."""
+    seen: set[KExpr] = set()
+    stack = list(roots)
+    while stack:
+        e = stack.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        yield e
+        stack.extend(e.args)
+
+
+def var_names(roots: Sequence[KExpr]) -> set[str]:
+    """The names of the variables the expressions under roots read."""
+    return {e.attrs[0] for e in expr_nodes(roots) if e.op == "var"}
+
+
 def walk_exprs(stmts: Sequence[Stmt]) -> Iterator[KExpr]:
     """Every root expression of the statements (not recursing into sub-expressions)."""
     for s in stmts:
