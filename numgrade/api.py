@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 
 from importlib import resources
 from pathlib import Path
@@ -201,17 +202,29 @@ class Function:
             outs = tuple(o if np.ndim(o) else o[()] for o in outs)
         return outs if self.ir.result_is_tuple else outs[0]
 
-    def analyze(self, tier: str = "auto", time_limit: float = 0.4, **dims: int):
+    def analyze(self, tier: str = "auto", work: int | None = None,
+                time_limit: float | None = None, **dims: int):
         """Sound ranges and forward error bounds of every output (SPEC section 3 and 6).
 
         Sizes left symbolic can be bound here: ``f.analyze(N=1024)``. Returns a Report.
+        ``work`` is the branch and bound budget in work units (program nodes evaluated on
+        boxes; scalar tier: per output, tensor tier: per elementwise region); None takes the
+        default. Bounds never depend on wall-clock time, so ``time_limit`` (deprecated) is
+        ignored with a DeprecationWarning.
         """
         from .passes.analyze import AnalysisOptions, analyze_function
 
         if tier not in ("auto", "scalar", "tensor"):
             raise GradeError(f"unknown analysis tier '{tier}' (auto, scalar, tensor)")
+        if time_limit is not None:
+            warnings.warn("analyze(time_limit=...) is ignored: analysis budgets count work, not "
+                          "seconds, so bounds do not depend on load; pass work=N instead",
+                          DeprecationWarning, stacklevel=2)
+        if work is not None and (isinstance(work, bool) or not isinstance(work, int) or
+                                 work <= 0):
+            raise GradeError(f"work must be a positive integer (work units), got {work!r}")
         rep = analyze_function(self.module.ir, self.ir, dims,
-                               AnalysisOptions(tier=tier, time_limit=time_limit))
+                               AnalysisOptions(tier=tier, work=work))
         try:
             plan = self.fusion()
         except GradeError:

@@ -6,7 +6,10 @@
 * :func:`render_markdown` -- the same as Markdown (one table per function);
 * :func:`render_html` -- one HTML page with inline CSS and inline SVG only (no external assets):
   per function the source lines coloured by their contribution to the final error (log10 colour
-  scale with a legend) and, per output, a plot of measured error against the sound bound;
+  scale with a legend; the lines are shares of the bound and sum to it, a call line holds its
+  callee's share "via call", the callee's own lines are listed below without being counted
+  twice: see ``passes/contributions.py``) and, per output, a plot of measured error against
+  the sound bound;
 * :func:`measure` -- the measurements behind the plots: random inputs drawn uniformly in the
   declared ranges, ``max |computed - ideal|`` per sample and output (the ideal program is the
   reference interpreter over 160-bit reals, so inputs are kept tiny and time is bounded);
@@ -118,6 +121,34 @@ def _coeffect_lines(rep: Report) -> list[str]:
     return out
 
 
+def _pct(share: float | None) -> str:
+    if share is None or not math.isfinite(share):
+        return "?"
+    return f"{100 * share:.3g}%"
+
+
+def _contribution_summary(rep: Report, top: int = 6) -> str:
+    """One line: the largest per-line shares of the decomposed bound (calls marked)."""
+    c = getattr(rep, "contributions", None) or {}
+    rows = [r for r in c.get("lines", []) if r.get("share") is not None]
+    if not rows or not c.get("bound"):
+        return ""
+    rows.sort(key=lambda r: -r["amount"])
+    shown = [r for r in rows if r["share"] >= 1e-4] or rows[:1]   # 0.01% and up
+    top = min(top, len(shown))
+    parts = []
+    for r in rows[:top]:
+        via = ""
+        if r.get("via_call") is not None:
+            vs = r["via_call"] / c["bound"]
+            via = f" (via call to {r.get('callee')}" + \
+                ("" if abs(vs - r["share"]) <= 1e-12 else f": {_pct(vs)}") + ")"
+        parts.append(f"line {r['line']} {_pct(r['share'])}{via}")
+    more = f", {len(rows) - top} more" if len(rows) > top else ""
+    return (f"error by line (shares of the bound {fmt_num(c['bound'])}, output "
+            f"{c.get('output')}): " + ", ".join(parts) + more)
+
+
 def render_text(reports: Sequence[Report]) -> str:
     """The reports as a terminal table, one block per function."""
     blocks = []
@@ -132,6 +163,9 @@ def render_text(reports: Sequence[Report]) -> str:
         if rep.warnings:
             lines.append("  warnings:")
             lines.extend(f"    {w}" for w in rep.warnings)
+        contrib = _contribution_summary(rep)
+        if contrib:
+            lines.append("  " + contrib)
         if rep.notes:
             lines.append("  notes:")
             lines.extend(f"    {n}" for n in rep.notes)
@@ -199,6 +233,9 @@ def render_markdown(reports: Sequence[Report]) -> str:
             lines.append("")
             lines.extend(f"- {_md_code(w)}" for w in rep.warnings)
             lines.append("")
+        contrib = _contribution_summary(rep)
+        if contrib:
+            lines += [_md_cell(contrib), ""]
         if rep.notes:
             lines.append("**Notes**")
             lines.append("")
@@ -478,7 +515,8 @@ class _LogScale:
 
 
 def _legend_html(scale: _LogScale, uid: str) -> str:
-    parts = ['<div class="legend"><span>error contribution per line (log<sub>10</sub>):</span>']
+    parts = ['<div class="legend"><span>error contribution per line, shares of the bound '
+             '(log<sub>10</sub>):</span>']
     if scale.empty:
         parts.append('<span class="muted">no line contributes a finite nonzero amount</span>')
     else:
@@ -522,8 +560,15 @@ def _source_html(rep: Report, view: SourceView | None, uid: str) -> str:
         return '<p class="muted">(no source text available)</p>'
     contrib = {int(k): float(v) if v is not None else math.nan
                for k, v in (rep.line_contributions or {}).items()}
+    detail = getattr(rep, "contributions", None) or {}
+    bound = detail.get("bound")
+    via = {int(r["line"]): r for r in detail.get("lines", []) if r.get("via_call") is not None}
     scale = _LogScale(contrib.values())
-    finite_total = sum(v for v in contrib.values() if math.isfinite(v) and v > 0)
+    # shares of the decomposed bound (the lines sum to it); older reports: of the line total
+    finite_total = bound if bound else \
+        sum(v for v in contrib.values() if math.isfinite(v) and v > 0)
+    of_what = (f"of the bound {fmt_num(bound, 4)} (output {detail.get('output')})" if bound
+               else "of the per-line total")
     rows = []
     for k, line in enumerate(view.text.splitlines()):
         n = view.first + k
@@ -539,17 +584,36 @@ def _source_html(rep: Report, view: SourceView | None, uid: str) -> str:
                 t = scale.t(v)
                 fg = "color:#fff;" if t > 0.72 else ""
                 style = f' style="background:{scale.colour(v)};{fg}"'
-                share = f" ({100 * v / finite_total:.2g}% of the per-line total)" \
+                share = f" ({100 * v / finite_total:.3g}% {of_what})" \
                     if finite_total > 0 else ""
-                amt = fmt_num(v, 3)
+                amt = fmt_num(v, 3) + (f" ({100 * v / finite_total:.3g}%)"
+                                       if finite_total > 0 else "")
                 title = f"line {n}: contributes {fmt_num(v, 4)}{share}"
+            r = via.get(n)
+            if r is not None:
+                amt += f" via call to {r.get('callee')}"
+                title += (f"; {fmt_num(r['via_call'], 4)} of it via the call to "
+                          f"{r.get('callee')} (its lines are listed below)")
         tattr = f' title="{html.escape(title)}"' if title else ""
         rows.append(f'<tr class="{cls}"{tattr}><td class="ln">{n}</td>'
                     f'<td class="code"{style}>{code}</td><td class="amt">{html.escape(amt)}</td>'
                     f'</tr>')
     where = f'<div class="muted">{html.escape(view.file)}</div>' if view.file else ""
     return (where + _legend_html(scale, uid) + '<div class="src"><table>' + "".join(rows) +
-            "</table></div>")
+            "</table></div>" + _callee_lines_html(detail))
+
+
+def _callee_lines_html(detail: dict) -> str:
+    """The callee lines behind the call lines' amounts (already counted on the call lines)."""
+    rows = detail.get("callee_lines") or []
+    if not rows:
+        return ""
+    items = "".join(
+        f'<li class="mono">{html.escape(str(r.get("function")))}, line {int(r["line"])}: '
+        f'{html.escape(fmt_num(r["amount"], 3))} ({html.escape(_pct(r.get("share")))})</li>'
+        for r in rows)
+    return ('<p class="muted">via calls: the called functions\' own lines (their amounts are '
+            'already in the call lines above, not counted twice):</p><ul>' + items + "</ul>")
 
 
 def _plot_svg(errors: list[float], bound: float | None, title: str) -> str:

@@ -2,8 +2,9 @@
 
 A report holds, per output, the sound range and forward error bounds (or null with a reason),
 the function's effects and coeffects (per-input sensitivities, requirements, target needs), the
-per-input backward error where the program admits it, per-line error contributions for the HTML
-view, and the time the analysis took. Rendering lives in `numgrade.render`.
+per-input backward error where the program admits it, per-line error contributions (a
+decomposition of the largest finite bound over the function's lines: they sum to it, a call
+line holding its callee's share; ``passes/contributions.py``), and the time the analysis took. Rendering lives in `numgrade.render`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ class Report:
     dims: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # the decomposition behind line_contributions (passes/contributions.py): the output and
+    # bound it decomposes, per line amount, share and the part via a call, callee lines
+    contributions: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -94,6 +98,8 @@ class Report:
             d["dims"] = dict(self.dims)
         if self.notes:
             d["notes"] = list(self.notes)
+        if self.contributions is not None:
+            d["contributions"] = _jsonable(self.contributions)
         if "fusion" in self.extra:
             d["fusion"] = _jsonable(self.extra["fusion"])
         return d

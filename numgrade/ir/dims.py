@@ -27,6 +27,9 @@ class Dim:
     def __setattr__(self, *_):  # immutable
         raise AttributeError("Dim is immutable")
 
+    def __reduce__(self):  # pickling rebuilds through __init__ (reports cross processes)
+        return (Dim, (dict(self.terms),))
+
     # constructors -----------------------------------------------------------------------
     @staticmethod
     def const(n: int | Fraction) -> "Dim":

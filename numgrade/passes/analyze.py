@@ -18,16 +18,26 @@ from ..report import OutputReport, Report
 from .backward import report_fields
 from .effects import EffectCheck
 from .forward import ForwardAnalysis
-from .hybrid import HybridAnalysis
+from .hybrid import QUICK_REGION_WORK, REGION_WORK, HybridAnalysis
 from .inline import inline_calls
+from . import contributions as CB
 from . import scalar_error as SE
 
 
 @dataclass(frozen=True)
 class AnalysisOptions:
     tier: str = "auto"          # auto | scalar | tensor
-    time_limit: float = 0.4     # seconds for the scalar branch and bound, per output
+    work: int | None = None     # branch and bound budget in work units (scalar tier: per
+    #                             output, tensor tier: per region); None: the default, or the
+    #                             quick one. Never seconds: bounds must not depend on load
     quick: bool = False         # looser branch and bound (sound, less tight): tuning probes
+
+
+def _work(options: AnalysisOptions, default: int, quick: int) -> int:
+    """The branch and bound budget (work units) the options ask for."""
+    if options.work is not None:
+        return options.work
+    return quick if options.quick else default
 
 
 def target_needs(fn: N.Function) -> list[str]:
@@ -82,6 +92,8 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
     contributions: dict[int, float] = {}
     notes: list[str] = []
     value_terms: dict = {}      # rounding site -> its first-order share of the bound
+    attribution = CB.Attribution()   # per-line decomposition of the bound (contributions.py)
+    shares: list[dict[int, float]] = []   # scalar tier: per output, site -> share
     use_scalar = options.tier == "scalar" or (options.tier == "auto" and _scalar_ok(fn))
     sensitivity: dict[str, float | None] = {p.name: None for p in fn.params}
     done = False
@@ -89,19 +101,18 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
         try:
             prog = SE.build(fn, module)
             for i, v in enumerate(fn.results):
-                b = SE.analyse(prog, i, time_limit=options.time_limit,
+                b = SE.analyse(prog, i, work=_work(options, SE.DEFAULT_WORK, SE.QUICK_WORK),
                                **({"tol": 0.25, "max_iters": 6} if options.quick else {}))
                 outputs.append(_output_from_scalar(i, v, b))
                 fn.grades[v] = Grade(range=_hull(b.ideal_range, b.computed_range),
                                      abs_error=b.abs_error, rel_error=b.rel_error)
                 for node, share in b.site_share.items():
                     sv = prog.nodes[node].value
-                    sp = fn.spans.get(sv) if sv is not None else None
                     amount = share * b.abs_error
                     if sv is not None and math.isfinite(amount):
                         value_terms[sv] = max(value_terms.get(sv, 0.0), amount)
-                    if sp is not None and math.isfinite(amount):
-                        contributions[sp.line] = contributions.get(sp.line, 0.0) + amount
+                shares.append(b.site_share)
+            attribution = CB.scalar_attribution(fn, module, prog, shares, outputs)
             notes.append("precise scalar tier: mean-value form with interval adjoints, "
                          "branch and bound over the input box")
             done = True
@@ -114,11 +125,13 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
                          "tier used")
             outputs = []
     if not done:
-        fa = (HybridAnalysis(module, dims, 0.05, 6, 0.25) if options.quick else
-              HybridAnalysis(module, dims)) if options.tier != "forward" else \
+        hw = _work(options, REGION_WORK, QUICK_REGION_WORK)
+        fa = (HybridAnalysis(module, dims, hw, 6, 0.25) if options.quick else
+              HybridAnalysis(module, dims, hw)) if options.tier != "forward" else \
             ForwardAnalysis(module, dims)
         try:
-            res = fa.run(inline_calls(module, fn))
+            inlined = inline_calls(module, fn)
+            res = fa.run(inlined)
         except (ArithmeticError, ValueError, TypeError, IndexError, KeyError, AttributeError,
                 RecursionError, MemoryError) as ex:
             # an internal failure gives null bounds with the reason, never a traceback
@@ -137,11 +150,14 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
             fn.grades[v] = Grade(range=_range_of(av), abs_error=_finite_or_none(av.err))
         for msg, sp in res.warnings:
             warnings.append(f"{sp}: warning: {msg}" if sp else f"warning: {msg}")
-        contributions = dict(res.contributions)
+        attribution = CB.tensor_attribution(inlined, res, fa, outputs)
         value_terms = dict(getattr(fa, "value_terms", {}))
         notes.append("tensor tier: closed-form rules for reductions and products (sound for "
                      "every summation order); elementwise regions bounded by sliced scalar "
                      "analysis")
+    contributions = attribution.lines
+    if attribution.bound is not None and attribution.lines:
+        notes.append(CB.DEFINITION_NOTE.format(out=attribution.output, bound=attribution.bound))
     extra = report_fields(module, fn, dims)
     sensitivity = extra.get("sensitivity", sensitivity)
     notes.extend(extra.get("notes", []))
@@ -160,6 +176,8 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
                  fn.span.file if fn.span else None, dims, notes)
     rep.signature = graded_signature(fn, rep)
     rep.value_terms = value_terms
+    if attribution.bound is not None:
+        rep.contributions = attribution.to_dict()
     return rep
 
 
@@ -211,7 +229,7 @@ def _output_from_scalar(i: int, v: N.Value, b: SE.ScalarBound) -> OutputReport:
         reason = "ideal value can be 0"
     return OutputReport(i, v.fmt.name, _shape(v),
                         rng if all(map(math.isfinite, rng)) else None, abs_e, rel, reason,
-                        method="scalar-bnb" + ("" if b.converged else " (search budget reached)"))
+                        method="scalar-bnb" + ("" if b.converged else " (work budget reached)"))
 
 
 def _output_from_av(i: int, v: N.Value, av, fn: N.Function) -> OutputReport:

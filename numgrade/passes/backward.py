@@ -31,8 +31,15 @@ unit, ``|ln(fl(x)/x)| <= ln(1 + u) < u``; directed and stochastic roundings cost
   pushed onto its linear factor as for ``*``).
 * ``sum`` of n terms: ``rho + (n - 1)`` for every summation order (a tree of n leaves has depth
   at most n - 1), ``rho + ceil(log2 n)`` for ``order=pairwise``; ``mean`` adds the division's
-  unit. Dot products ``sum(x * y)``: ``n`` for x when y is discrete (Bean's DotProd);
-  ``a @ b`` over K: ``rho + K`` for the linear operand (Bean's MatVecMul).
+  unit; one more where the elements are first rounded into a narrower accumulator. Dot
+  products ``sum(x * y)``: ``n`` for x when y is discrete (Bean's DotProd); ``a @ b`` over K:
+  ``rho + K`` for the linear operand (Bean's MatVecMul), plus one where the result is rounded
+  into a narrower output format.
+* Whether an operation rounds, into which format, and whether an exactness rule (scaling by
+  a power of two: cost 0; sums exact in the subnormal range) may apply is
+  :func:`numgrade.passes.rounding_model.judge`'s answer; the rules apply only where its
+  operands are values of the result's format (``let y: bf16 = 2.0 * x`` with an f32 ``x``
+  costs a bf16 rounding). Costs are in units of ``u``: a bf16 rounding is ``2^-8 / u``.
 * Strict linearity (Bean): every element of a linear value may be used once. A value used more
   than once (``x * x``, a broadcast, the vector of a matrix-vector product, a value returned
   and also used) is made discrete, like Bean's ``!``: its own inputs absorb its rounding so it
@@ -65,11 +72,12 @@ import numpy as np
 
 from ..ir import nodes as N
 from ..ir.dims import bind_sizes
-from ..ir.formats import Format, represents
+from ..ir.formats import Format
 from ..ir.nodes import Op
 from . import interval as I
 from .interval import Interval
-from .rounding_model import math_spec, overflow_threshold
+from .outward import inflate
+from .rounding_model import Judgement, RoundSpec, judge, lowest_finite
 from .sensitivity import (Graph, Node, compare_decision, flatten, hi, ideal_ranges, lo, mag,
                           matmul_k, mig, param_interval, reduce_count, sign_definite)
 
@@ -119,12 +127,8 @@ class BackwardResult:
         return dict(self.relative)
 
 
-def _up(x: float) -> float:
-    return x * (1 + 2.0 ** -50) if x > 0 else x
-
-
 def _rel_from_units(k: float, u: float) -> float:
-    return _up(math.expm1(k * u))
+    return inflate(math.expm1(k * u))
 
 
 # =============================================================================================
@@ -160,36 +164,45 @@ class _Analysis:
     def where(self, n: Node) -> str:
         return f" ({n.span})" if n.span is not None else ""
 
-    def rnd_cost(self, fmt: Format, mode: str = "rne") -> float:
-        if fmt.kind != "float":
-            return 0.0
-        uf = 2.0 ** -fmt.precision if mode == "rne" else 2.0 ** (1 - fmt.precision)
-        return uf / self.u
+    def jd(self, i: int) -> Judgement:
+        """The rounding judgement of node i (rounding_model.judge: the one place that decides
+        whether an operation rounds, into what, and whether exactness rules may apply)."""
+        return judge(self.g.nodes[i].value)
 
-    def math_cost(self, op: str, fmt: Format) -> float:
-        spec = math_spec(op, fmt)
+    def rnd_cost(self, spec: RoundSpec | None) -> float:
+        """The cost, in units of self.u, of one rounding (0 where spec is None: exact).
+        |ln(fl(x)/x)| <= ln(1 + u) < u with u = 2^-p (round to nearest) or 2^(1-p) (directed
+        and stochastic), the u of the spec."""
+        if spec is None:
+            return 0.0
+        if spec.fmt.kind != "float":
+            return INF   # rounding to an integer is not relative
+        return spec.u / self.u
+
+    def math_cost(self, op: str, spec: RoundSpec) -> float:
         d = spec.u
         if d >= 1:
             return INF
-        if op == Op.SQRT and d <= 2.0 ** -fmt.precision:
+        if op == Op.SQRT and d <= 2.0 ** -spec.fmt.precision:
             return d / self.u     # correctly rounded: |ln(fl(x)/x)| <= ln(1 + u) < u
-        return _up(-math.log1p(-d) / self.u)
+        return inflate(-math.log1p(-d) / self.u)
 
-    def check_range(self, i: int, rounds: bool, exact_in_subnormals: bool = False,
-                    iv: Interval | None = None, mode: str = "rne", sat: bool = False,
+    def check_range(self, i: int, spec: RoundSpec | None, exact_in_subnormals: bool = False,
+                    iv: Interval | None = None,
                     ell_override: float = 0.0, q_override: float | None = None) -> None:
-        """Inadmissible where the rounding of node i may overflow, saturate or underflow."""
+        """Inadmissible where the rounding of node i (spec; None: it does not round) may
+        overflow, saturate or underflow."""
         n = self.g.nodes[i]
-        fmt = n.fmt
-        if fmt is None or fmt.kind != "float":
+        fmt = n.fmt if spec is None else spec.fmt
+        if fmt is None or fmt.kind != "float" or spec is None:
             return
         R = self.R[i] if iv is None else iv
         M = mag(R) * (1 + MARGIN)
-        if sat and M > fmt.max_finite:
+        if spec.sat and M > fmt.max_finite:
             raise Inadmissible(f"this rounding may saturate {fmt.name}{self.where(n)}")
-        if not sat and M >= overflow_threshold(fmt, mode):
+        if not spec.sat and M >= spec.overflow_at:
             raise Inadmissible(f"'{n.op}' may overflow {fmt.name}{self.where(n)}")
-        if not rounds or exact_in_subnormals or not self.strict_underflow:
+        if exact_in_subnormals or not self.strict_underflow:
             return
         if lo(R) == 0 and hi(R) == 0:
             return
@@ -452,7 +465,7 @@ class _Analysis:
                     return INF
                 rel = abs(q - 1)
                 worst = max(worst, float(rel) * (1 + 2.0 ** -40))
-            return _up(-math.log1p(-min(worst, 0.5)) / self.u) if worst else 0.0
+            return inflate(-math.log1p(-min(worst, 0.5)) / self.u) if worst else 0.0
         if op in (Op.DIM, Op.ARANGE, Op.RAND):
             return 0.0
         if fmt is None or fmt.kind == "bool":
@@ -468,22 +481,28 @@ class _Analysis:
             return 0.0 if all(x == 0 for x in p) else INF
         if any(lin[s] for s in n.srcs if g.nodes[s].fmt.kind == "float"):
             return INF  # only for where-with-linear-condition shapes; flagged on use
+        jd = self.jd(i)
+        c = self.rnd_cost(jd.spec)      # 0 where the judgement says the result is exact
         if fmt.kind == "int":
-            return 0.0 if all(x == 0 for x in p) else INF
+            if not all(x == 0 for x in p):
+                return INF
+            if jd.spec is None:
+                return 0.0
+            # exact only where integral (no rounding to an integer) and within the range
+            R_i = R[i]
+            if jd.spec.eta > 0 or lo(R_i) < lowest_finite(fmt) or hi(R_i) > fmt.max_finite:
+                return INF
+            return 0.0
         if op in N.MOVEMENT:
             return max(p) if p else 0.0
         if op == Op.WHERE:
-            return max(p[1], p[2]) if p[0] == 0 else INF
+            return max(p[1], p[2]) + c if p[0] == 0 else INF
         if op == Op.ROUND:
-            mode, sat, _ = n.attrs
-            if represents(fmt, src[0].fmt):
-                return p[0]
-            return p[0] + self.rnd_cost(fmt, mode)
-        c = self.rnd_cost(fmt)
+            return p[0] + c
         if op in (Op.NEG, Op.ABS):
-            return p[0] + (0.0 if represents(fmt, src[0].fmt) else c)
+            return p[0] + c
         if op in (Op.MIN, Op.MAX):
-            extra = 0.0 if all(represents(fmt, s.fmt) for s in src) else c
+            extra = c
             sa, sb = sign_definite(R[n.srcs[0]]), sign_definite(R[n.srcs[1]])
             if p[0] == 0 and p[1] == 0:
                 return extra
@@ -506,9 +525,9 @@ class _Analysis:
             sa, sb = sign_definite(prod), sign_definite(R[n.srcs[2]])
             return max(pp, p[2]) + c if sa != 0 and sa == sb else INF
         if op in (Op.SQRT, Op.RSQRT):
-            return p[0] / 2 + self.math_cost(op, fmt)
+            return p[0] / 2 + self.math_cost(op, jd.spec)
         if op in N.UNARY_MATH:
-            cost = self.math_cost(op, fmt)
+            cost = self.math_cost(op, jd.spec)
             if p[0] == 0:
                 return cost
             from .sensitivity import elasticity
@@ -517,32 +536,32 @@ class _Analysis:
             if not (math.isfinite(lo(Ra)) and math.isfinite(hi(Ra))):
                 return INF
             el = elasticity(op, Interval.of(min(lo(Ra) / w, lo(Ra) * w), max(hi(Ra) / w, hi(Ra) * w)))
-            return _up(el * p[0]) + cost if math.isfinite(el) else INF
+            return inflate(el * p[0]) + cost if math.isfinite(el) else INF
         if op in (Op.SUM, Op.MEAN):
             k = reduce_count(g, n)
             order = n.attrs[2]
             if k is None or order == "kahan":
                 return INF
             depth = max(k - 1, 0) if order != "pairwise" else (math.ceil(math.log2(k)) if k > 1 else 0)
-            extra = 0.0 if represents(fmt, src[0].fmt) else c
+            ca = self.rnd_cost(jd.acc)
+            # elements rounded into a narrower accumulator first
+            extra = ca if jd.first_rounded else 0.0
             if p[0] == 0 and k <= 2:
-                base = c * depth + extra
+                base = ca * depth + extra
             elif sign_definite(R[n.srcs[0]]) != 0:
-                base = p[0] + c * depth + extra
+                base = p[0] + ca * depth + extra
             else:
                 return INF
-            return base + (c if op == Op.MEAN else 0.0)
+            return base + c           # a mean's division (c is 0 for a sum)
         if op in (Op.RMAX, Op.RMIN):
-            return p[0]
+            return p[0] + c
         if op == Op.MATMUL:
             K = matmul_k(g, n)
             if K is None:
                 return INF
             prod = I.mul(R[n.srcs[0]], R[n.srcs[1]])
-            from ..ir.formats import get_format
-            acc = get_format(n.attrs[0])
-            ca = self.rnd_cost(acc)
-            out = 0.0 if represents(fmt, acc) else c
+            ca = self.rnd_cost(jd.acc)
+            out = c
             if K == 1 or (p[0] == 0 and p[1] == 0 and K <= 2) or sign_definite(prod) != 0:
                 return p[0] + p[1] + ca * K + out
             return INF
@@ -587,7 +606,8 @@ class _Analysis:
         r = rho[i]
         fmt = n.fmt
         src = n.srcs
-        c = self.rnd_cost(fmt)
+        jd = self.jd(i)
+        c = self.rnd_cost(jd.spec)      # 0 where the judgement says the result is exact
         tight = self.style == "tight"
         if op in N.MOVEMENT:
             for s in src:
@@ -611,7 +631,9 @@ class _Analysis:
             if math.isinf(phi[other]):
                 raise Inadmissible(f"'{op}' by a computed value whose rounding error has no known "
                                    f"relative bound{self.where(n)}")
-            cost = 0.0 if (phi[other] == 0 and self.pow2_const(other) and
+            # scaling by a power of two is exact (in the normal range, check_node) only when
+            # the scaled operand is a value of the result's format (jd.operands_fit)
+            cost = 0.0 if (jd.operands_fit and phi[other] == 0 and self.pow2_const(other) and
                            (op == Op.MUL or other == b)) else c
             self.push(rho, la, r + cost + phi[other])
             return
@@ -635,13 +657,13 @@ class _Analysis:
                                        f"value{self.where(n)}")
             return
         if op in (Op.NEG, Op.ABS):
-            self.push(rho, src[0], r + (0.0 if represents(fmt, g.nodes[src[0]].fmt) else c))
+            self.push(rho, src[0], r + c)
             return
         if op in (Op.SQRT, Op.RSQRT):
-            self.push(rho, src[0], 2 * (r + self.math_cost(op, fmt)))
+            self.push(rho, src[0], 2 * (r + self.math_cost(op, jd.spec)))
             return
         if op in (Op.MIN, Op.MAX):
-            extra = 0.0 if all(represents(fmt, g.nodes[s].fmt) for s in src) else c
+            extra = c
             for s in src:
                 if not lin[s]:
                     raise Inadmissible(f"'{op}' of a perturbable and a fixed value: perturbations "
@@ -649,10 +671,7 @@ class _Analysis:
                 self.push(rho, s, r + extra)
             return
         if op == Op.ROUND:
-            mode, sat, _ = n.attrs
-            s = src[0]
-            cost = 0.0 if represents(fmt, g.nodes[s].fmt) else self.rnd_cost(fmt, mode)
-            self.push(rho, s, r + cost)
+            self.push(rho, src[0], r + c)
             return
         if op == Op.WHERE:
             cnd, a, b = src
@@ -661,8 +680,8 @@ class _Analysis:
                                    f"{self.where(n)}")
             for s in (a, b):
                 if lin[s]:
-                    self.push(rho, s, r)
-                elif phi[s] != 0 or r != 0:
+                    self.push(rho, s, r + c)
+                elif phi[s] != 0 or r + c != 0:
                     raise Inadmissible(f"a where() branch that cannot be perturbed would have to "
                                        f"absorb rounding error{self.where(n)}")
             return
@@ -676,22 +695,21 @@ class _Analysis:
                 raise Inadmissible(f"compensated (Kahan) summation is not a composition of "
                                    f"roundings that a Bean-style grade describes{self.where(n)}")
             depth = max(k - 1, 0) if order != "pairwise" else (math.ceil(math.log2(k)) if k > 1 else 0)
-            extra = 0.0 if represents(fmt, g.nodes[src[0]].fmt) else c
-            div = c if op == Op.MEAN else 0.0
-            self.push(rho, src[0], r + depth * c + extra + div)
+            ca = self.rnd_cost(jd.acc)
+            # elements rounded into a narrower accumulator first; a mean's division (c)
+            extra = ca if jd.first_rounded else 0.0
+            self.push(rho, src[0], r + depth * ca + extra + c)
             return
         if op in (Op.RMAX, Op.RMIN):
-            self.push(rho, src[0], r)
+            self.push(rho, src[0], r + c)
             return
         if op == Op.MATMUL:
-            from ..ir.formats import get_format
-            acc = get_format(n.attrs[0])
             K = matmul_k(g, n)
             if K is None:
                 raise Inadmissible(f"the grade depends on the sizes {', '.join(sorted(g.unbound))}: "
                                    f"give them{self.where(n)}")
-            ca = self.rnd_cost(acc)
-            out = 0.0 if represents(fmt, acc) else c
+            ca = self.rnd_cost(jd.acc)
+            out = c
             a, b = src
             if lin[a] and lin[b]:
                 for s in src:
@@ -710,39 +728,37 @@ class _Analysis:
         """Over/underflow and stability checks for the nodes on the perturbed paths."""
         g = self.g
         op = n.op
-        if op in N.MOVEMENT or op in (Op.PARAM, Op.RMAX, Op.RMIN, Op.WHERE, Op.NEG, Op.ABS):
+        if op in N.MOVEMENT or op == Op.PARAM:
             return
-        fmt = n.fmt
-        srcs = [g.nodes[s] for s in n.srcs]
-        if op in (Op.ADD, Op.SUB, Op.MIN, Op.MAX):
-            self.check_range(i, True, exact_in_subnormals=all(represents(fmt, s.fmt) for s in srcs))
-            return
+        jd = self.jd(i)
         if op in (Op.SUM, Op.MEAN):
-            self.check_range(i, True, exact_in_subnormals=op == Op.SUM and represents(fmt, srcs[0].fmt))
+            s0 = n.srcs[0]
+            if jd.first_rounded:      # each element is rounded into the accumulator first
+                self.check_range(i, jd.acc, iv=self.R[s0], ell_override=self.ell_out[s0],
+                                 q_override=self.q[s0])
+            k = reduce_count(g, n)
+            if op == Op.MEAN and k:   # the partial sums reach k times the mean (overflow only)
+                self.check_range(i, jd.acc, exact_in_subnormals=True,
+                                 iv=I.mul(self.R[s0], Fraction(k)))
+            # sums of values of the accumulator's format are exact in its subnormal range
+            self.check_range(i, jd.spec or jd.acc,
+                             exact_in_subnormals=op == Op.SUM and not jd.first_rounded)
             return
         if op == Op.MATMUL:
-            from ..ir.formats import get_format
-            acc = get_format(n.attrs[0])
             a, b = n.srcs
             prod = I.mul(self.R[a], self.R[b])
-            tmp = Node(Op.MUL, n.srcs, (), acc, None, n.value, n.span)
-            g.nodes.append(tmp)
-            try:
-                self.check_range(len(g.nodes) - 1, True, iv=prod,
-                                 ell_override=self.ell_out[a] * self.ell_out[b],
-                                 q_override=self.q[a] * self.q[b])
-            finally:
-                g.nodes.pop()
-            self.check_range(i, not represents(fmt, acc))
+            # each product is rounded into the accumulator
+            self.check_range(i, jd.acc, iv=prod, ell_override=self.ell_out[a] * self.ell_out[b],
+                             q_override=self.q[a] * self.q[b])
+            # the partial sums (overflow only: additions of accumulator values are exact in
+            # its subnormal range), then the rounding into the output format, if any
+            self.check_range(i, jd.acc, exact_in_subnormals=True)
+            self.check_range(i, jd.spec)
             return
-        if op == Op.ROUND:
-            mode, sat, _ = n.attrs
-            self.check_range(i, not represents(fmt, srcs[0].fmt), mode=mode, sat=sat)
-            return
-        if op in (Op.MUL, Op.DIV, Op.FMA, Op.SQRT, Op.RSQRT):
-            self.check_range(i, True)
-            return
-        self.check_range(i, True)
+        # sums, differences (and min/max) of values of the result's format are exact in its
+        # subnormal range: only where the operands fit (jd.operands_fit)
+        self.check_range(i, jd.spec, exact_in_subnormals=op in (Op.ADD, Op.SUB, Op.MIN, Op.MAX)
+                         and jd.operands_fit)
 
 
 def _ulp_grain(fmt: Format, m: float) -> float:
@@ -835,7 +851,7 @@ def backward_analysis(module: N.Module, fn: N.Function, dims: dict[str, int] | N
         return BackwardResult(dict(none), dict(none), dict(none), u, ufmt,
                               {nm: str(ex) for nm in names}, sorted(set(names) - linear), style,
                               str(ex), cond, time.perf_counter() - t0)
-    absolute = {k: (None if v is None else _up(v * u)) for k, v in units.items()}
+    absolute = {k: (None if v is None else inflate(v * u)) for k, v in units.items()}
     relative = {k: (None if v is None else _rel_from_units(v, u)) for k, v in units.items()}
     if all(v is None for v in units.values()) and names:
         reason = "no input can absorb the rounding errors (all are discrete)"

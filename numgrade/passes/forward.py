@@ -26,7 +26,8 @@ from ..ir.formats import Format, get_format, represents
 from ..ir.nodes import Op, TensorType, Value
 from . import interval as I
 from .interval import Interval
-from .rounding_model import RoundSpec, math_spec, round_spec
+from .outward import down, up
+from .rounding_model import RoundSpec, judge, lowest_finite, round_spec
 
 INF = math.inf
 SAFE = 1 + 2.0 ** -48   # inflation that covers the rounding of the bound arithmetic itself
@@ -76,8 +77,16 @@ class AV:
         return (r + a / mig) * SAFE
 
     @property
+    def bounded(self) -> bool:
+        """False once a rule has given up the bound (a or r infinite): then no second form
+        (alt) may bring it back."""
+        return math.isfinite(self.a) and math.isfinite(self.r)
+
+    @property
     def err(self) -> float:
         """Total absolute error bound."""
+        if not self.bounded:
+            return INF
         e = self._err(self.r, self.a)
         if self.alt is not None:
             e = min(e, self._err(*self.alt))
@@ -85,6 +94,8 @@ class AV:
 
     def rel_part(self) -> float:
         """r' with |computed - ideal| <= r' |ideal| (inf when the ideal can be 0)."""
+        if not self.bounded:
+            return INF
         e = self._rel(self.r, self.a)
         if self.alt is not None:
             e = min(e, self._rel(*self.alt))
@@ -116,6 +127,9 @@ class ForwardAnalysis:
         self.dims = dims
         self.warnings: list[tuple[str, Span | None]] = []
         self.contributions: dict[int, float] = {}
+        # per value (id), the local rounding error its own rule added (contributions.py)
+        self.site_local: dict[int, float] = {}
+        self._current: list[Value] = []
 
     # entry points -----------------------------------------------------------------------
     def run(self, fn: N.Function, params: list[AV] | None = None) -> Result:
@@ -130,10 +144,13 @@ class ForwardAnalysis:
                 continue
             args = [env[id(s)] for s in v.srcs]
             span = fn.spans.get(v)
+            self._current.append(v)
             try:
                 av = self.rule(fn, v, args, span)
             except _Unbound as ex:
                 av = AV(Interval.entire(), Interval.entire(), a=INF, reason=str(ex), span=span)
+            finally:
+                self._current.pop()
             if av.reason is None and not math.isfinite(av.a):
                 av = replace(av, reason="the error bound is not finite", span=span)
             env[id(v)] = av
@@ -170,6 +187,9 @@ class ForwardAnalysis:
     def note(self, span: Span | None, local: float) -> None:
         if span is not None and math.isfinite(local):
             self.contributions[span.line] = max(self.contributions.get(span.line, 0.0), local)
+        if self._current and math.isfinite(local) and local > 0:
+            k = id(self._current[-1])
+            self.site_local[k] = self.site_local.get(k, 0.0) + float(local)
 
     def round_step(self, pre: AV, spec: RoundSpec | None, span: Span | None, what: str) -> AV:
         """Apply one rounding (or none) to a pre-rounding abstract value."""
@@ -184,33 +204,44 @@ class ForwardAnalysis:
                            span=pre.span or span)
         if spec.sat:
             m = spec.max_finite
+            low = lowest_finite(spec.fmt)
             if cmag > m:
                 extra_a = cmag - m
                 self.warnings.append((f"{what} may saturate {spec.fmt.name} (|value| up to "
                                       f"{cmag:.4g} > {m:.4g})", span))
-                C = Interval.of(np.clip(C.lo, -m, m), np.clip(C.hi, -m, m))
+                C = Interval.of(np.clip(C.lo, low, m), np.clip(C.hi, low, m))
         elif cmag >= spec.overflow_at:
             self.warnings.append((f"{what} may overflow {spec.fmt.name} (|value| up to "
                                   f"{cmag:.4g})", span))
             return replace(pre, C=Interval.entire(), a=INF,
                            reason=pre.reason or f"may overflow {spec.fmt.name}", span=pre.span or span)
         u, eta = spec.u, spec.eta
-        r = (pre.r + u * (1 + pre.r)) * SAFE
-        a = (pre.a * (1 + u) + eta + extra_a * (1 + u)) * SAFE
+
+        def rounded(pr: float, pa: float) -> tuple[float, float]:
+            return ((pr + u * (1 + pr)) * SAFE, (pa * (1 + u) + eta + extra_a * (1 + u)) * SAFE)
+
+        r, a = rounded(pre.r, pre.a)
+        alt = rounded(*pre.alt) if pre.alt is not None else None   # both forms round
         Cn = C * Interval.of(np.float64(1 - u), np.float64(1 + u)) + Interval.of(np.float64(-eta), np.float64(eta))
         # rounding is monotone and fl(0) = 0, so it keeps the sign of its argument
         clo, chi = _f(C.lo), _f(C.hi)
         Cn = Interval.of(np.float64(max(_f(Cn.lo), 0.0) if clo >= 0 else _f(Cn.lo)),
                          np.float64(min(_f(Cn.hi), 0.0) if chi <= 0 else _f(Cn.hi)))
-        if spec.fmt.kind == "float":
-            m = spec.fmt.max_finite
-            Cn = Interval.of(np.clip(Cn.lo, -m, m) if math.isfinite(m) else Cn.lo,
-                             np.clip(Cn.hi, -m, m) if math.isfinite(m) else Cn.hi)
+        if spec.fmt.kind in ("float", "int"):
+            m, low = spec.fmt.max_finite, lowest_finite(spec.fmt)
+            if spec.fmt.kind == "float" and spec.fmt.signed:
+                low = -m
+            Cn = Interval.of(np.clip(Cn.lo, low, m) if math.isfinite(m) else Cn.lo,
+                             np.clip(Cn.hi, low, m) if math.isfinite(m) else Cn.hi)
         self.note(span, u * cmag + eta)
-        return replace(pre, C=Cn, r=r, a=a)
+        return replace(pre, C=Cn, r=r, a=a, alt=alt)
 
     # the rules -----------------------------------------------------------------------------
     def rule(self, fn: N.Function, v: Value, x: list[AV], span: Span | None) -> AV:
+        """The abstract value of v from its operands' (subclasses may tighten it)."""
+        return _no_bound_in_no_bound_out(self.local_rule(fn, v, x, span), x, span)
+
+    def local_rule(self, fn: N.Function, v: Value, x: list[AV], span: Span | None) -> AV:
         op = v.op
         t = v.type
         fmt = t.fmt if isinstance(t, TensorType) else None
@@ -226,9 +257,9 @@ class ForwardAnalysis:
             ex = [x_ for x_ in exact]
             lo = min(ex)
             hi = max(ex)
-            R = Interval.of(np.float64(_down(lo)), np.float64(_up(hi)))
+            R = Interval.of(np.float64(down(lo)), np.float64(up(hi)))
             a = max(abs(Fraction(float(c)) - e) for c, e in zip(v.attrs[0], ex))
-            return AV(R, C, a=_up(a) * SAFE)
+            return AV(R, C, a=up(a) * SAFE)
         if op == Op.DIM:
             n = float(v.attrs[0].evaluate(self.dims)) if v.attrs[0].symbols() <= set(self.dims) \
                 else None
@@ -247,11 +278,9 @@ class ForwardAnalysis:
                 C = I.hull(*[a.C for a in x])
                 return AV(R, C, max(a.r for a in x), max(a.a for a in x),
                           all(a.stable for a in x), next((a.reason for a in x if a.reason), None))
-            if op == Op.SLICE:  # may select from the middle; everything is inherited
-                return x[0]
-            if op == Op.BROADCAST and x[0].R is not None:
-                return x[0]
-            return x[0]
+            # the same bounds, but a distinct abstract value: the elements are not aligned with
+            # the source's any more (x * x[0] is no square)
+            return replace(x[0])
         if op == Op.PROJ:
             return x[0].outputs[v.attrs[0]]  # type: ignore[attr-defined]
         if op == Op.CALL:
@@ -271,15 +300,15 @@ class ForwardAnalysis:
             st = x[0].err == 0
             return AV(_iv(0, 1), _iv(0, 1), stable=st)
         if op == Op.WHERE:
-            return self.where(x, fmt, span)
+            return self.round_step(self.where(x, fmt, span), judge(v).spec, span, "this where")
         if op == Op.ROUND:
             mode, sat, _ = v.attrs
             pre = x[0]
             if fmt.kind == "bool":
                 return AV(_iv(0, 1), _iv(0, 1), stable=pre.err == 0)
             if v.srcs[0].fmt.kind == "bool":  # a truth value as 0/1: wrong when it may flip
-                return AV(_iv(0, 1), _iv(0, 1), 0.0, 0.0 if pre.stable else 1.0)
-            return self.round_step(pre, round_spec(fmt, mode, sat), span, "this rounding")
+                pre = AV(_iv(0, 1), _iv(0, 1), 0.0, 0.0 if pre.stable else 1.0)
+            return self.round_step(pre, judge(v).spec, span, "this rounding")
         if op in N.REDUCE:
             return self.reduce(v, x[0], span)
         if op == Op.MATMUL:
@@ -287,22 +316,13 @@ class ForwardAnalysis:
         if op == Op.FMA:
             prod = self.arith(Op.MUL, x[0], x[1], span)
             pre = self.arith(Op.ADD, prod, x[2], span)
-            return self.round_step(pre, round_spec(fmt), span, "this fma")
+            return self.round_step(pre, judge(v).spec, span, "this fma")
         if op in N.ARITH:
             pre = self.arith(op, x[0], x[1], span)
-            exact_op = op in (Op.MIN, Op.MAX)
-            srcs_fit = all(represents(fmt, s.fmt) for s in v.srcs)
-            spec = None if (exact_op and srcs_fit) else round_spec(fmt)
-            return self.round_step(pre, spec, span, "this operation")
+            return self.round_step(pre, judge(v).spec, span, "this operation")
         if op in N.UNARY:
             pre = self.unary(op, x[0], span)
-            if op in N.UNARY_EXACT:
-                spec = None if represents(fmt, v.srcs[0].fmt) else round_spec(fmt)
-            elif op == Op.SQRT:
-                spec = round_spec(fmt)
-            else:
-                spec = math_spec(op, fmt)
-            return self.round_step(pre, spec, span, f"{op}")
+            return self.round_step(pre, judge(v).spec, span, f"{op}")
         raise _Unbound(f"no error rule for '{op}'")
 
     def _callee_dims(self, callee: N.Function, call: Value) -> dict[str, int]:
@@ -382,6 +402,9 @@ class ForwardAnalysis:
                 return AV(R, C, max(x.r, y.r), max(x.a, y.a), reason=reason)
             return AV(R, C, 0.0, max(x.err, y.err), reason=reason)
         if op == Op.MOD:
+            if _f(y.R.mig()) <= 0 or _f(y.C.mig()) <= 0:
+                return AV(Interval.entire(), Interval.entire(), 0.0, INF, reason=reason or
+                          "x % y with a divisor that can be 0 is NaN", span=span)
             R = I.hull(_iv(-_f(y.R.mag()), _f(y.R.mag())))
             C = I.hull(_iv(-_f(y.C.mag()), _f(y.C.mag())))
             if x.err == 0 and y.err == 0:
@@ -452,80 +475,118 @@ class ForwardAnalysis:
         n = self.count(v.srcs[0], axes)
         fmt = v.fmt
         if v.op in (Op.RMAX, Op.RMIN):
-            if x.sign_definite() and _f(x.R.lo) >= 0:
-                return AV(x.R, x.C, x.r, x.a, reason=x.reason)
-            return AV(x.R, x.C, 0.0, x.err, reason=x.reason)
+            out = AV(x.R, x.C, x.r, x.a, reason=x.reason) if \
+                x.sign_definite() and _f(x.R.lo) >= 0 else AV(x.R, x.C, 0.0, x.err, reason=x.reason)
+            return self.round_step(out, judge(v).spec, span, "this reduction")
+        jd = judge(v)
+        spec = jd.acc
         nn = np.float64(n)
         R = x.R * nn
         C = x.C * nn
-        spec = round_spec(fmt)
+        # roundings on an element's path: one per addition, and one more when the element is
+        # itself rounded into the accumulator first (acc narrower than the inputs)
+        first = 1 if jd.first_rounded else 0
         u, eta = spec.u, spec.eta
         if order == "pairwise":
             k = math.ceil(math.log2(n)) if n > 1 else 0
-            g = gamma(k, u)
+            g = gamma(max(k, first), u)
         elif order == "kahan":
-            g = (2 * u + 9 * n * u * u) * SAFE if n * u < 0.1 else INF
+            g = (2 * u + 9 * n * u * u) * SAFE + first * u if n * u < 0.1 else INF
         else:
-            g = gamma(n - 1, u)
+            g = gamma(n - 1 + first, u)
+        n_eta = max(n - 1 + first, 0) * eta
         if x.sign_definite():
             # sum of same-sign values: relative errors stay relative
             r = (x.r + g * (1 + x.r)) * SAFE
-            a = (n * x.a * (1 + g) + (n - 1) * eta * (1 + g)) * SAFE
+            a = (n * x.a * (1 + g) + n_eta * (1 + g)) * SAFE
         else:
             r = 0.0
-            a = (n * x.err + g * n * _f(x.C.mag()) + (n - 1) * eta * (1 + g)) * SAFE
+            a = (n * x.err + g * n * _f(x.C.mag()) + n_eta * (1 + g)) * SAFE
         cmag = max(_f(C.mag()), _f(x.C.mag()))
         out = AV(R, C, r, a, reason=x.reason)
-        if not spec.sat and cmag * (1 + g) >= spec.overflow_at:
-            self.warnings.append((f"the sum may overflow {fmt.name}", span))
-            return replace(out, a=INF, reason=out.reason or f"the sum may overflow {fmt.name}",
-                           span=span)
-        self.note(span, g * n * _f(x.C.mag()) + (n - 1) * eta)
+        out = self._accumulator_limits(out, spec, cmag, g, n_eta, span, "the sum")
+        self.note(span, g * n * _f(x.C.mag()) + n_eta)
         if v.op == Op.MEAN:
             div = AV(_iv(n, n), _iv(n, n))
             q = self.arith(Op.DIV, out, div, span)
-            return self.round_step(q, spec, span, "the mean")
+            return self.round_step(q, jd.spec, span, "the mean")
+        return out
+
+    def _accumulator_limits(self, out: AV, spec: RoundSpec, mag: float, g: float, n_eta: float,
+                            span: Span | None, what: str) -> AV:
+        """Exact partial sums up to `mag` in magnitude, computed ones up to mag (1 + g) + n_eta
+        (the computed range widens by that much). An accumulator that may overflow gives no
+        bound; one that saturates (e2m1, i32, sat) may end anywhere in its finite range, so the
+        error is at most that range plus the ideal magnitude."""
+        fmt = spec.fmt
+        reach = mag * (1 + g) + n_eta
+        slack = (mag * g + n_eta) * SAFE
+        C = out.C
+        lo = _f(C.lo) - slack if _f(C.lo) < 0 else max(_f(C.lo) - slack, 0.0)
+        hi = _f(C.hi) + slack if _f(C.hi) > 0 else min(_f(C.hi) + slack, 0.0)
+        out = replace(out, C=_iv(lo, hi))
+        if fmt.name == "e8m0" and lo <= 0:
+            return replace(out, C=Interval.entire(), a=INF, span=span,
+                           reason=out.reason or "e8m0 of a value that can be <= 0 is NaN")
+        if not spec.sat and reach >= spec.overflow_at:
+            self.warnings.append((f"{what} may overflow {fmt.name}", span))
+            return replace(out, a=INF, reason=out.reason or f"{what} may overflow {fmt.name}",
+                           span=span)
+        if spec.sat and reach > fmt.max_finite:
+            self.warnings.append((f"{what} may saturate {fmt.name}", span))
+            low = lowest_finite(fmt)
+            C = Interval.of(np.float64(low), np.float64(fmt.max_finite))
+            a = (max(fmt.max_finite, -low) + _f(out.R.mag())) * SAFE
+            return replace(out, C=C, r=0.0, a=a)
         return out
 
     def matmul(self, v: Value, x: AV, y: AV, span: Span | None) -> AV:
         a_shape = v.srcs[0].shape
         K = self.size(a_shape[-1])
-        acc = get_format(v.attrs[0])
-        spec = round_spec(acc)
-        prod = self.arith(Op.MUL, x, y, span)
+        jd = judge(v)
+        spec = jd.acc
+        acc = spec.fmt
+        # row i of a times column j of b: different elements even when a is b
+        prod = self.arith(Op.MUL, x, replace(y) if x is y else y, span)
         kk = np.float64(K)
         R = prod.R * kk
         C = prod.C * kk
+        # each product is rounded into the accumulator, then K - 1 additions: K roundings on
+        # a path (Higham's gamma_K for dot products)
         g = gamma(K, spec.u)
         pmag = _f(prod.C.mag())
+        n_eta = 2 * K * spec.eta
         if prod.sign_definite():
             r = (prod.r + g * (1 + prod.r)) * SAFE
-            a = (K * prod.a * (1 + g) + 2 * K * spec.eta * (1 + g)) * SAFE
+            a = (K * prod.a * (1 + g) + n_eta * (1 + g)) * SAFE
         else:
             r = 0.0
-            a = (K * prod.err + g * K * pmag + 2 * K * spec.eta * (1 + g)) * SAFE
+            a = (K * prod.err + g * K * pmag + n_eta * (1 + g)) * SAFE
         out = AV(R, C, r, a, reason=prod.reason)
-        if pmag * K * (1 + g) >= spec.overflow_at:
-            self.warnings.append((f"the matrix product may overflow {acc.name}", span))
-            return replace(out, a=INF, reason=out.reason or f"may overflow {acc.name}", span=span)
+        out = self._accumulator_limits(out, spec, pmag * K, g, n_eta, span,
+                                       "the matrix product")
         self.note(span, g * K * pmag)
-        if v.fmt != acc:
-            return self.round_step(out, round_spec(v.fmt), span, "the matrix product")
-        return out
+        return self.round_step(out, jd.spec, span, "the matrix product")
 
 
 class _Unbound(Exception):
     pass
 
 
-def _down(x: Fraction) -> float:
-    f = float(x)
-    return f if Fraction(f) <= x else math.nextafter(f, -INF)
-
-
-def _up(x: Fraction) -> float:
-    f = float(x)
-    return f if Fraction(f) >= x else math.nextafter(f, INF)
+def _no_bound_in_no_bound_out(av: AV, args: list, span: Span | None) -> AV:
+    """An operand without a finite bound (it may be NaN or inf) gives a result without one:
+    no rule may turn it finite (x % 2 of a NaN is NaN)."""
+    for a in args:
+        if not isinstance(a, AV) or hasattr(a, "outputs"):
+            continue
+        if not (math.isfinite(a.a) and math.isfinite(a.r)):
+            if math.isfinite(av.a) and math.isfinite(av.r):
+                return replace(av, a=INF, reason=av.reason or a.reason or
+                               "an operand has no finite bound", span=av.span or a.span or span)
+    if av.a != av.a or av.r != av.r:
+        return replace(av, a=INF, r=0.0 if av.r != av.r else av.r,
+                       reason=av.reason or "the error bound is not finite", span=av.span or span)
+    return av
 
 
 def _nan_inf(x: float) -> float:

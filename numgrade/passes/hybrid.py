@@ -28,25 +28,31 @@ from ..ir.nodes import Op, TensorType, Value
 from . import scalar_error as SE
 from .forward import AV, ForwardAnalysis, Result, SAFE, _f, _iv
 from .interval import Interval
-from .rounding_model import RoundSpec
+from .rounding_model import RoundSpec, judge
 
 INF = math.inf
 REGION_OPS = N.ELEMENTWISE | {Op.FMA}
 MAX_REGION_VARS = 8
 MAX_REGION_NODES = 400
+# branch and bound budget per region (SE.analyse's work units, never seconds: bounds must not
+# depend on the machine's load); at most about 0.6 s on a 2-core x86 sandbox, as the wall-clock
+# budget it replaces; most regions stop at max_iters first
+REGION_WORK = 2_000_000
+QUICK_REGION_WORK = 400_000
 
 
 class HybridAnalysis(ForwardAnalysis):
     """ForwardAnalysis whose elementwise values are re-bounded by sliced scalar analysis."""
 
-    def __init__(self, module: N.Module, dims: dict[str, int], time_limit: float = 0.25,
+    def __init__(self, module: N.Module, dims: dict[str, int], work: int = REGION_WORK,
                  max_iters: int = 40, tol: float = 0.02):
         super().__init__(module, dims)
-        self.time_limit = time_limit
+        self.work = work                            # per region, in SE.analyse's work units
         self.max_iters, self.tol = max_iters, tol   # looser settings: quick probes (tuning)
         # per rounding site, its share of the bound of the region it lies in (first-order
         # terms |adjoint| * local error; the precision tuner reads them)
         self.value_terms: dict[Value, float] = {}
+        self.region_sites: dict[int, list[tuple[Value | None, float, bool]]] = {}
         self.fn: N.Function | None = None
         self.env: dict[int, AV] = {}
         self.uses: dict[int, int] = {}
@@ -94,6 +100,8 @@ class HybridAnalysis(ForwardAnalysis):
         softmax denominators are at least exp(0) = 1."""
         h = v.srcs[0]
         hav = self.env_get(h)
+        if v.fmt.kind != "float":   # integer accumulators round each partial to an integer
+            return av
         if h.op not in REGION_OPS or hav is None or _f(hav.R.lo) < 0:
             return av
         axes = v.attrs[0]
@@ -115,14 +123,14 @@ class HybridAnalysis(ForwardAnalysis):
                     red.srcs[0] is not b.var_key[i][0]:
                 continue
             remap = {first[i]: first[j], last[i]: last[j]}
-            sub = SE.ScalarProgram([SE.SNode(n.op, tuple(remap.get(a, a) for a in n.args),
-                                             n.spec, n.var, n.const, n.const_err, n.const_exact,
-                                             n.fmt, n.value) for n in prog.nodes],
+            sub = SE.ScalarProgram([replace(n, args=tuple(remap.get(a, a) for a in n.args))
+                                    for n in prog.nodes],
                                    prog.outputs, prog.var_names, prog.box_lo, prog.box_hi,
                                    constraints=[c for c in prog.constraints if c[2] != "node_le"])
             lo_i, lo_c = _min_over_box(sub)
             n_terms = self.count(h, axes)
-            g = (n_terms - 1) * 2.0 ** -v.fmt.precision if v.fmt.kind == "float" else 0.0
+            steps = n_terms - 1 + (1 if judge(v).first_rounded else 0)
+            g = steps * 2.0 ** -v.fmt.precision if v.fmt.kind == "float" else 0.0
             g = g / (1 - g) if g < 1 else 1.0
             if v.op == Op.MEAN:
                 lo_i, lo_c = lo_i / n_terms, lo_c / n_terms
@@ -148,7 +156,7 @@ class HybridAnalysis(ForwardAnalysis):
         prog.factored = True
         objective = "rel" if fav is not None and _f(fav.R.mig()) > 0 else "abs"
         try:
-            b = SE.analyse(prog, 0, time_limit=self.time_limit * (2.4 if prog.factored else 1),
+            b = SE.analyse(prog, 0, work=self.work,
                            max_iters=self.max_iters, max_boxes=2048, tol=self.tol,
                            objective=objective)
         except (SE.Unsupported, ValueError, FloatingPointError):
@@ -159,6 +167,11 @@ class HybridAnalysis(ForwardAnalysis):
             sv = prog.nodes[node].value
             if sv is not None and 0 <= node < len(prog.nodes):
                 self.value_terms[sv] = max(self.value_terms.get(sv, 0.0), share * b.abs_error)
+        # the region's first-order terms as shares of its bound: rounding sites inside it,
+        # and ("perturb") the errors of the tensors it reads (per-line contributions)
+        self.region_sites[id(root)] = [(prog.nodes[k].value, s, prog.nodes[k].op == "perturb")
+                                       for k, s in b.site_share.items()
+                                       if 0 <= k < len(prog.nodes)]
         R = _iv(*b.ideal_range)
         C = _iv(*b.computed_range)
         if b.rel_error is not None and math.isfinite(b.rel_error):
@@ -236,8 +249,7 @@ def ratio_substitute(prog: SE.ScalarProgram) -> SE.ScalarProgram:
         if n.op == Op.PARAM:
             continue
         remap[k] = len(new_nodes)
-        new_nodes.append(SE.SNode(n.op, tuple(remap[a] for a in n.args), n.spec, n.var, n.const,
-                                  n.const_err, n.const_exact, n.fmt, n.value))
+        new_nodes.append(replace(n, args=tuple(remap[a] for a in n.args)))
     # the MUL nodes read the ratio PARAM (by its position among the parameters)
     for node_index in ratio_nodes:
         n = new_nodes[node_index]
@@ -471,7 +483,9 @@ class _RegionBuilder:
                 if i == j:
                     continue
                 if full:
-                    ok = _movement_base(xv) is _movement_base(base)
+                    # the maximum of every element of base's source tensor: base must hold
+                    # all of them (a slice's maximum bounds only the slice)
+                    ok = _movement_base(xv) is _movement_base(base) and _holds_all(base)
                 elif xv is base:
                     if keep:
                         want = tuple(None if a in axes else xm[a] for a in range(len(xm)))
@@ -497,7 +511,7 @@ class _RegionBuilder:
                     if (osrc.op == Op.ABS) != is_abs:
                         continue
                     obase = osrc.srcs[0] if is_abs else osrc
-                    if len(other.attrs[0]) == len(obase.shape) and \
+                    if len(other.attrs[0]) == len(obase.shape) and _holds_all(obase) and \
                             _movement_base(obase) is _movement_base(base):
                         out.append((j, k, "le"))
         return out
@@ -547,6 +561,21 @@ def _operand_map(out_shape, in_shape, m: Map) -> Map:
         else:
             res.append(m[od])
     return tuple(res)
+
+
+def _holds_all(v: Value) -> bool:
+    """Every element of _movement_base(v) is an element of v (no slicing on the way)."""
+    cur = v
+    while cur.op in (Op.SLICE, Op.RESHAPE, Op.TRANSPOSE, Op.BROADCAST):
+        if cur.op == Op.SLICE:
+            src = cur.srcs[0]
+            real = [it for it in cur.attrs[0] if it[0] != "new"]
+            if not (len(real) == len(src.shape) and all(
+                    it[0] == "s" and it[1] == Dim.const(0) and it[2] == d and it[3] == 1
+                    for it, d in zip(real, src.shape))):
+                return False
+        cur = cur.srcs[0]
+    return True
 
 
 def _movement_base(v: Value) -> Value:

@@ -49,6 +49,9 @@ def inline_calls(module: N.Module, fn: N.Function, depth: int = 0) -> N.Function
         return fn
     spans = dict(fn.spans)
     names = dict(fn.names)
+    # inlined value -> (span of the call in fn, the callee it names, the function it comes
+    # from): per-line error contributions roll a callee's sites up to the call line
+    call_sites: dict[Value, tuple] = {}
     new: dict[int, Value] = {}
     for v in N.toposort(fn.results):
         srcs = tuple(new[id(s)] for s in v.srcs)
@@ -64,6 +67,9 @@ def inline_calls(module: N.Module, fn: N.Function, depth: int = 0) -> N.Function
                 env[id(cv)] = nv
                 if cv in callee.spans:
                     spans.setdefault(nv, callee.spans[cv])
+                inner = getattr(callee, "call_sites", {}).get(cv)
+                call_sites[nv] = (fn.spans.get(v), v.attrs[0],
+                                  inner[2] if inner else v.attrs[0])
             # a tuple stand-in: proj reads the inlined results
             new[id(v)] = _Results(tuple(env[id(r)] for r in callee.results))  # type: ignore
             continue
@@ -80,7 +86,9 @@ def inline_calls(module: N.Module, fn: N.Function, depth: int = 0) -> N.Function
         if v in fn.names:
             names.setdefault(nv, fn.names[v])
     results = tuple(new[id(r)] for r in fn.results)
-    return replace(fn, results=results, spans=spans, names=names, grades={})
+    out = replace(fn, results=results, spans=spans, names=names, grades={})
+    out.call_sites = call_sites  # type: ignore[attr-defined]
+    return out
 
 
 class _Results:

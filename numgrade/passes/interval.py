@@ -23,6 +23,8 @@ Outward rounding policy (numpy rounds to nearest, so computed bounds are pushed 
 * One *step* is a branch-free predecessor/successor (``y -/+ (PHI |y| + ETA)``, after Rump,
   Zimmermann, Boldo and Melquiond): it always passes the neighbouring double and moves 1 or at
   most 2 doubles. It is ~5x cheaper than ``np.nextafter``, which numpy runs as a scalar loop.
+  (The steps, and the exact scalar ``up``/``down``, live in :mod:`numgrade.passes.outward`,
+  shared by every analysis.)
 * ``+``/``-``: TwoSum recovers the exact rounding error, so a bound takes a step outward only
   when the rounded sum is actually on the wrong side (exact sums stay exact).
 * ``*``, ``/``, ``sqrt`` (correctly rounded in IEEE 754): one step outward, except products
@@ -60,6 +62,8 @@ from typing import Any, Callable, Sequence, TypeVar, Union
 
 import numpy as np
 
+from . import outward as _O
+
 __all__ = [
     "Interval", "Operand", "LIBM_MAX_ULPS", "LIBM_WIDEN_ULPS", "TRIG_MAX_ARG", "MAX",
     "add", "sub", "mul", "div", "neg", "sqr", "pow_int", "sqrt", "rsqrt", "exp", "exp2", "log",
@@ -75,8 +79,7 @@ LIBM_WIDEN_ULPS = 2 * LIBM_MAX_ULPS  # widening used: twice the assumed error, a
 TRIG_MAX_ARG = 2.0**20
 _HPI_LO = math.pi / 2  # float(pi) < pi, and halving is exact
 _HPI_HI = math.nextafter(_HPI_LO, INF)
-_PHI = 2.0**-53 + 2.0**-105  # u(1 + 2u), u = 2**-53: just over half an ulp per unit of |y|
-_ETA = 5e-324  # smallest subnormal
+_ETA = _O.ETA  # smallest subnormal
 _MIN_NORMAL = 2.0**-1022
 _MANTISSA = np.int64((1 << 52) - 1)
 
@@ -99,16 +102,9 @@ def _quiet(fn: _Fn) -> _Fn:
 # Directed rounding helpers (NaN in, NaN out: callers replace NaN before or after)
 # ----------------------------------------------------------------------------------------------
 
-def _down(y: np.ndarray) -> np.ndarray:
-    """A double 1 or 2 steps below y (Rump et al.'s predecessor trick: y - (PHI|y| + ETA) with
-    PHI slightly above 2**-53 lands strictly past the midpoint to the next double down). NaN
-    stays NaN, -inf stays -inf, +inf (an overflowed lower bound) becomes MAX."""
-    return np.minimum(np.fmin(y - (np.abs(y) * _PHI + _ETA), y), MAX)
-
-
-def _up(y: np.ndarray) -> np.ndarray:
-    """A double 1 or 2 steps above y (mirror of _down)."""
-    return np.maximum(np.fmax(y + (np.abs(y) * _PHI + _ETA), y), -MAX)
+# one step past the neighbouring double (numgrade.passes.outward: the one implementation)
+_down = _O.step_down
+_up = _O.step_up
 
 
 def _widen_down(y: np.ndarray, k: int) -> np.ndarray:
@@ -137,23 +133,16 @@ def _add_down(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """A lower bound on a+b: fl(a+b) itself when TwoSum shows it is not above the exact sum,
     else one step down (a branch-free select: the step is multiplied by the 'inexact' mask)."""
     s, e = _sum_err(a, b)
-    step = (np.abs(s) * _PHI + _ETA) * ~((e >= 0) & (e <= MAX))
-    return np.minimum(np.fmin(s - step, s), MAX)
+    return _O.step_down_unless(s, (e >= 0) & (e <= MAX))
 
 
 def _add_up(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     s, e = _sum_err(a, b)
-    step = (np.abs(s) * _PHI + _ETA) * ~((e <= 0) & (e >= -MAX))
-    return np.maximum(np.fmax(s + step, s), -MAX)
+    return _O.step_up_unless(s, (e <= 0) & (e >= -MAX))
 
 
-def _step_down_unless(y: np.ndarray, exact: np.ndarray) -> np.ndarray:
-    """_down(y) except where `exact` (y is then known finite and exact)."""
-    return np.minimum(np.fmin(y - (np.abs(y) * _PHI + _ETA) * ~exact, y), MAX)
-
-
-def _step_up_unless(y: np.ndarray, exact: np.ndarray) -> np.ndarray:
-    return np.maximum(np.fmax(y + (np.abs(y) * _PHI + _ETA) * ~exact, y), -MAX)
+_step_down_unless = _O.step_down_unless
+_step_up_unless = _O.step_up_unless
 
 
 def _normal(v: np.ndarray) -> np.ndarray:
@@ -170,10 +159,6 @@ def _nan_to(x: np.ndarray, fill: float) -> np.ndarray:
 # Operands
 # ----------------------------------------------------------------------------------------------
 
-def _inexact_scalar(f: float) -> tuple[np.ndarray, np.ndarray]:
-    return np.asarray(math.nextafter(f, -INF), F64), np.asarray(math.nextafter(f, INF), F64)
-
-
 def _enclose(x: Any) -> tuple[np.ndarray, np.ndarray]:
     """Tightest float64 bounds containing the real value(s) x (not normalised)."""
     if isinstance(x, Interval):
@@ -187,12 +172,9 @@ def _enclose(x: Any) -> tuple[np.ndarray, np.ndarray]:
             f = float(x)
         else:
             q = Fraction(int(x)) if isinstance(x, (int, np.integer)) else Fraction(x)
-            try:
-                f = float(q)
-            except OverflowError:
-                f = INF if q > 0 else -INF
-            if not math.isfinite(f) or Fraction(f) != q:
-                return _inexact_scalar(f)
+            f_lo, f = _O.down(q), _O.up(q)
+            if f_lo != f:
+                return np.asarray(f_lo, F64), np.asarray(f, F64)
         if math.isnan(f):
             raise ValueError("an interval operand must not be NaN")
         v = np.asarray(f, F64)

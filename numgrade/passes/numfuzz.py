@@ -25,8 +25,12 @@ Composition (q: the grade of each value, an RP bound between its computed and id
 space; NumFuzz adds the two grades, so this is tighter); ``a * b``, ``a / b``: ``q_a + q_b``
 (``x * x``: ``2 q_x``, the sensitivity of a reused variable); ``sqrt``: ``q / 2``; ``fma(a, b, c)``:
 ``max(q_a + q_b, q_c)``; other unary functions: ``max |x f'(x) / f(x)| q`` over the argument
-range; each operation then adds its own rounding cost (none for exact operations: a product
-by a power of two, ``min``, ``max``, ``neg``, data movement). A subtraction of same-sign values
+range; each operation then adds its own rounding cost. Whether an operation rounds, into
+which format, is :func:`numgrade.passes.rounding_model.judge`'s answer (none for data movement,
+and for ``min``, ``max``, ``neg`` of values of the result's format); a product by a power of
+two is exact only where the judgement says the other operand is a value of the result's
+format (``operands_fit``: ``let y: bf16 = 2.0 * x`` with an f32 ``x`` rounds). Integer results
+must be exact (no rounding to an integer, no saturation). A subtraction of same-sign values
 (possible cancellation), a value that can be 0 or change sign, an underflow or overflow, or a
 branch that rounding can flip make the program unsupported (the grade is None with a reason).
 The reported relative error bound is ``e^q - 1``: ``|computed - ideal| <= (e^q - 1) |ideal|``.
@@ -57,11 +61,11 @@ import numpy as np
 
 from ..ir import nodes as N
 from ..ir.dims import bind_sizes
-from ..ir.formats import Format, get_format, represents
 from ..ir.nodes import Op
 from . import interval as I
 from .interval import Interval
-from .rounding_model import math_spec, overflow_threshold
+from .outward import inflate, up
+from .rounding_model import RoundSpec, judge, lowest_finite, overflow_threshold
 from .sensitivity import (Graph, Node, compare_decision, elasticity, flatten, hi, ideal_ranges,
                           lo, mag, matmul_k, mig, reduce_count, sign_definite)
 
@@ -71,18 +75,11 @@ MARGIN = 2.0 ** -20       # relative margin on the under/overflow thresholds
 MAX_GRADE = 2.0 ** -30    # grades are small; the range checks assume it
 
 
-def _up(x: float) -> float:
-    """Round a bound up (covers the float rounding of the bound arithmetic)."""
-    return x * (1 + 2.0 ** -50) + 5e-324 if x > 0 else x
-
-
 def _add(*xs: float) -> float:
     """The sum of the bounds, rounded upward (exact sums of powers of two stay exact)."""
     if any(math.isinf(x) for x in xs):
         return INF
-    s = math.fsum(xs)
-    exact = sum(Fraction(x) for x in xs)
-    return s if Fraction(s) >= exact else math.nextafter(s, INF)
+    return up(sum(Fraction(x) for x in xs))
 
 
 def _mul(a: float, b: float) -> float:
@@ -90,8 +87,7 @@ def _mul(a: float, b: float) -> float:
         return 0.0
     if math.isinf(a) or math.isinf(b):
         return INF
-    p = a * b
-    return p if Fraction(p) >= Fraction(a) * Fraction(b) else math.nextafter(p, INF)
+    return up(Fraction(a) * Fraction(b))
 
 
 # The 17 NumFuzz benchmarks (ANCHORS.md section 2): the published bound (an RP grade, in
@@ -145,24 +141,26 @@ class _Grades:
     def where(self, n: Node) -> str:
         return f" ({n.span})" if n.span is not None else ""
 
-    def cost(self, fmt: Format, mode: str = "rne") -> float:
-        """RP cost of one rounding to fmt (see the module docstring)."""
-        if fmt.kind != "float":
+    def cost(self, spec: RoundSpec | None) -> float:
+        """RP cost of one rounding (see the module docstring); 0 where none (spec None)."""
+        if spec is None or spec.fmt.kind != "float":
             return 0.0
-        p = fmt.precision
-        directed = self.setting == "numfuzz" or mode != "rne"
-        # ln(1 + v) < v: the power of two itself is a (slightly larger) exact bound
-        return 2.0 ** (1 - p) if directed else 2.0 ** -p
+        # ln(1 + v) < v: the power of two itself is a (slightly larger) exact bound; spec.u
+        # is 2^-p for round to nearest, 2^(1-p) for the directed and stochastic modes
+        p = spec.fmt.precision
+        return 2.0 ** (1 - p) if self.setting == "numfuzz" else spec.u
 
-    def math_cost(self, op: str, fmt: Format) -> float:
-        d = math_spec(op, fmt).u
+    def math_cost(self, op: str, spec: RoundSpec) -> float:
+        """RP cost of a math function whose error model (rounding_model.judge) is spec."""
+        fmt = spec.fmt
+        d = spec.u
         if self.setting == "numfuzz":
             d = max(d, 2.0 ** (1 - fmt.precision))
         if d >= 0.5:
             return INF
         if op == Op.SQRT and d <= 2.0 ** (1 - fmt.precision):
             return d                     # correctly rounded: ln(1 + d) < d holds
-        return _up(-math.log1p(-d))
+        return inflate(-math.log1p(-d))
 
     def positive_range(self, i: int) -> None:
         R = self.R[i]
@@ -172,21 +170,22 @@ class _Grades:
                               f"{hi(R):.4g}]): the relative-precision metric needs values of "
                               f"one sign, bounded away from 0{self.where(n)}")
 
-    def check_rounding(self, i: int, q_in: float, mode: str = "rne", sat: bool = False,
-                       R: Interval | None = None) -> None:
-        """No overflow, saturation or underflow where node i rounds."""
+    def check_rounding(self, i: int, spec: RoundSpec | None, R: Interval | None = None,
+                       underflow: bool = True) -> None:
+        """No overflow, saturation or underflow where node i rounds as spec says (the range R,
+        node i's ideal range by default, is what is rounded)."""
         n = self.g.nodes[i]
-        fmt = n.fmt
-        if fmt.kind != "float":
+        if spec is None or spec.fmt.kind != "float":
             return
+        fmt = spec.fmt
         R = self.R[i] if R is None else R
         m, M = mig(R), mag(R)
-        if sat and M * (1 + MARGIN) > fmt.max_finite:
+        if spec.sat and M * (1 + MARGIN) > fmt.max_finite:
             raise Unsupported(f"this rounding may saturate {fmt.name}{self.where(n)}")
-        mode_ = "ru" if self.setting == "numfuzz" else mode
-        if not sat and M * (1 + MARGIN) >= overflow_threshold(fmt, mode_):
+        over = overflow_threshold(fmt, "ru") if self.setting == "numfuzz" else spec.overflow_at
+        if not spec.sat and M * (1 + MARGIN) >= over:
             raise Unsupported(f"'{n.op}' may overflow {fmt.name}{self.where(n)}")
-        if m * (1 - MARGIN) < fmt.min_normal:
+        if underflow and m * (1 - MARGIN) < fmt.min_normal:
             raise Unsupported(f"'{n.op}' may underflow {fmt.name} (values down to {m:.3g}), where "
                               f"rounding is not relative{self.where(n)}")
 
@@ -242,45 +241,51 @@ class _Grades:
                     raise Unsupported(f"a constant is rounded to 0 or across 0{self.where(n)}")
                 r = float(abs(Fraction(f) / e - 1))
                 worst = max(worst, -math.log1p(-r) if r < 0.5 else INF)
-            return _up(worst)
+            return inflate(worst)
         if op in (Op.DIM, Op.ARANGE, Op.RAND):
             return 0.0
+        jd = judge(n.value)          # the one rounding judgement (rounding_model)
+        spec = jd.spec
         if fmt.kind == "int":
             if any(x):
                 raise Unsupported(f"an integer value computed from rounded values{self.where(n)}")
+            self.check_int(i, spec)
             return 0.0
         if op in N.MOVEMENT:
             return max(x)
         if op == Op.WHERE:
             if not self.stable_bool(s[0], q):
                 raise Unsupported(f"rounding may change the branch taken by where(){self.where(n)}")
-            return max(x[1], x[2])
+            if spec is None:
+                return max(x[1], x[2])
+            self.positive_range(i)
+            self.check_rounding(i, spec)
+            return _add(max(x[1], x[2]), self.cost(spec))
         if op == Op.ROUND:
-            mode, sat, _ = n.attrs
             src = g.nodes[s[0]]
             if src.fmt.kind == "bool":
                 if not self.stable_bool(s[0], q):
                     raise Unsupported(f"a truth value that rounding may flip{self.where(n)}")
                 return 0.0
-            if represents(fmt, src.fmt):
+            if spec is None:
                 return x[0]
             self.positive_range(i)
-            self.check_rounding(i, x[0], mode, sat)
-            return _add(x[0], self.cost(fmt, mode))
+            self.check_rounding(i, spec)
+            return _add(x[0], self.cost(spec))
         if op in (Op.NEG, Op.ABS):
             self.positive_range(s[0])
-            if represents(fmt, g.nodes[s[0]].fmt):
+            if spec is None:
                 return x[0]
-            self.check_rounding(i, x[0])
-            return _add(x[0], self.cost(fmt))
+            self.check_rounding(i, spec)
+            return _add(x[0], self.cost(spec))
         if op in (Op.MIN, Op.MAX):
             self.positive_range(s[0]), self.positive_range(s[1])
             if sign_definite(R[s[0]]) != sign_definite(R[s[1]]):
                 raise Unsupported(f"'{op}' of values of different signs{self.where(n)}")
-            if all(represents(fmt, g.nodes[k].fmt) for k in s):
+            if spec is None:
                 return max(x)
-            self.check_rounding(i, max(x))
-            return _add(max(x), self.cost(fmt))
+            self.check_rounding(i, spec)
+            return _add(max(x), self.cost(spec))
         if op in (Op.ADD, Op.SUB):
             self.positive_range(s[0]), self.positive_range(s[1])
             sa = sign_definite(R[s[0]])
@@ -289,8 +294,8 @@ class _Grades:
                 raise Unsupported(f"'{op}' of values that may cancel (NumFuzz has no subtraction "
                                   f"of same-sign values){self.where(n)}")
             self.positive_range(i)
-            self.check_rounding(i, max(x))
-            return _add(max(x), self.cost(fmt))
+            self.check_rounding(i, spec)
+            return _add(max(x), self.cost(spec))
         if op in (Op.MUL, Op.DIV):
             self.positive_range(s[0]), self.positive_range(s[1])
             self.positive_range(i)
@@ -300,9 +305,11 @@ class _Grades:
                 base = _add(x[0], x[1])
             if op == Op.DIV and s[0] == s[1]:
                 return 0.0
-            self.check_rounding(i, base)
-            exact = any(self.pow2(k) for k in (s if op == Op.MUL else s[1:]))
-            return _add(base, 0.0 if exact else self.cost(fmt))
+            self.check_rounding(i, spec)
+            # scaling by a power of two is exact in the normal range (check_rounding) only
+            # when the other operand is a value of the result's format (jd.operands_fit)
+            exact = jd.operands_fit and any(self.pow2(k) for k in (s if op == Op.MUL else s[1:]))
+            return _add(base, 0.0 if exact else self.cost(spec))
         if op == Op.FMA:
             for k in s:
                 self.positive_range(k)
@@ -310,8 +317,8 @@ class _Grades:
             pq = 2 * x[0] if s[0] == s[1] else _add(x[0], x[1])
             if sign_definite(prod) != sign_definite(R[s[2]]):
                 raise Unsupported(f"fma whose product and addend may cancel{self.where(n)}")
-            self.check_rounding(i, max(pq, x[2]))
-            return _add(max(pq, x[2]), self.cost(fmt))
+            self.check_rounding(i, spec)
+            return _add(max(pq, x[2]), self.cost(spec))
         if op in N.UNARY_MATH:
             self.positive_range(s[0])
             self.positive_range(i)
@@ -327,8 +334,8 @@ class _Grades:
             if not math.isfinite(el):
                 raise Unsupported(f"'{op}' amplifies relative errors without bound over its "
                                   f"argument range{self.where(n)}")
-            self.check_rounding(i, qa)
-            return _add(_mul(el, qa), self.math_cost(op, fmt))
+            self.check_rounding(i, spec)
+            return _add(_mul(el, qa), self.math_cost(op, spec))
         if op in (Op.SUM, Op.MEAN):
             self.positive_range(s[0])
             k = reduce_count(g, n)
@@ -339,27 +346,50 @@ class _Grades:
             if order == "kahan":
                 raise Unsupported(f"compensated summation{self.where(n)}")
             depth = max(k - 1, 0) if order != "pairwise" else (math.ceil(math.log2(k)) if k > 1 else 0)
-            c = self.cost(fmt)
-            conv = 0.0 if represents(fmt, g.nodes[s[0]].fmt) else c
-            self.check_rounding(i, x[0])
-            return _add(x[0], conv, _mul(float(depth), c), c if op == Op.MEAN else 0.0)
+            c = self.cost(jd.acc)
+            # the elements are rounded into a narrower accumulator first (jd.first_rounded)
+            conv = c if jd.first_rounded else 0.0
+            if jd.first_rounded:
+                self.check_rounding(i, jd.acc, R[s[0]])
+            # partial sums of same-sign terms are at most the full sum (a mean's too)
+            self.check_rounding(i, jd.acc, I.mul(R[s[0]], Fraction(k)), underflow=False)
+            self.check_rounding(i, spec or jd.acc)
+            return _add(x[0], conv, _mul(float(depth), c), self.cost(spec))
         if op in (Op.RMAX, Op.RMIN):
-            return x[0]
+            if spec is None:
+                return x[0]
+            self.check_rounding(i, spec)
+            return _add(x[0], self.cost(spec))
         if op == Op.MATMUL:
             self.positive_range(s[0]), self.positive_range(s[1])
             prod = I.mul(R[s[0]], R[s[1]])
             if sign_definite(prod) == 0:
                 raise Unsupported(f"a matrix product of mixed signs{self.where(n)}")
-            acc = get_format(n.attrs[0])
             K = matmul_k(g, n)
             if K is None:
                 raise Unsupported(f"the grade depends on the sizes {', '.join(sorted(g.unbound))}"
                                   f": give them{self.where(n)}")
-            ca = self.cost(acc)
-            out = 0.0 if represents(fmt, acc) else self.cost(fmt)
-            self.check_rounding(i, x[0] + x[1])
-            return _add(x[0], x[1], _mul(float(K), ca), out)
+            # each product is rounded into the accumulator, then K - 1 additions (jd.acc);
+            # the result is rounded once more where the output format is narrower (jd.spec)
+            ca = self.cost(jd.acc)
+            self.check_rounding(i, jd.acc, prod)
+            self.check_rounding(i, jd.acc)
+            self.check_rounding(i, spec)
+            return _add(x[0], x[1], _mul(float(K), ca), self.cost(spec))
         raise Unsupported(f"no relative-precision rule for '{op}'{self.where(n)}")
+
+    def check_int(self, i: int, spec: RoundSpec | None) -> None:
+        """An integer result: exact only where the judgement says it is integral (rounding to
+        an integer is not relative) and the ideal range stays within the format (no
+        saturation)."""
+        if spec is None:
+            return
+        n = self.g.nodes[i]
+        if spec.eta > 0:
+            raise Unsupported(f"rounding to an integer is not a relative error{self.where(n)}")
+        R = self.R[i]
+        if lo(R) < lowest_finite(spec.fmt) or hi(R) > spec.fmt.max_finite:
+            raise Unsupported(f"this {spec.fmt.name} value may saturate{self.where(n)}")
 
     def pow2(self, k: int) -> bool:
         n = self.g.nodes[k]
@@ -401,7 +431,7 @@ def numfuzz_grade(module: N.Module, fn: N.Function, dims: dict[str, int] | None 
     except Unsupported as ex:
         return NumFuzzResult(None, None, [], setting, str(ex), time.perf_counter() - t0)
     grade = max(outs, default=0.0)
-    return NumFuzzResult(grade, _up(math.expm1(grade)) if grade else 0.0, outs, setting, None,
+    return NumFuzzResult(grade, inflate(math.expm1(grade)) if grade else 0.0, outs, setting, None,
                          time.perf_counter() - t0)
 
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir.formats import Format
+from ..ir import nodes as N
+from ..ir.formats import Format, get_format, represents
+from ..ir.nodes import Op, Value
 
 # k (in units of u) per math function: max over the libraries the backends use.
 MATH_ULP_FACTOR: dict[str, float] = {
@@ -96,7 +98,7 @@ def round_spec(fmt: Format, mode: str = "rne", sat: bool = False) -> RoundSpec:
     round-toward-zero (whose overflow gives +-max). Directed rounding away from zero may give
     inf on one side and max on the other: any |x| beyond max is treated as an overflow."""
     if fmt.kind == "int":
-        return RoundSpec(fmt, 0.0, 0.0, True, float("inf"))  # exact integers, saturating
+        return int_spec(fmt, mode)  # to an integer, saturating
     if fmt.kind == "bool":
         return RoundSpec(fmt, 0.0, 0.0, False, float("inf"))
     if not (fmt.has_inf or fmt.has_nan) or mode == "rz":
@@ -112,7 +114,127 @@ def math_spec(fn: str, fmt: Format) -> RoundSpec:
     """The error model of a math function computed in fmt (see the module docstring)."""
     k = MATH_ULP_FACTOR.get(fn, 4.0)
     base = round_spec(fmt)
+    eta = base.eta * max(1.0, k)
     if fmt.name == "f64":
         # numpy may run SVML kernels (documented within 4 ulp) where glibc is within 1 ulp
         k = 1.0 if fn == "sqrt" else 8.0 + (k - 4.0 if fn == "sigmoid" else 0.0)
-    return RoundSpec(fmt, k * base.u, base.eta * max(1.0, k), False, base.overflow_at)
+        eta = base.eta * max(1.0, k)
+        if fn == "sigmoid":
+            # 1/(1 + exp(-x)) in float64: exp(-x) overflows for x < -709.78, and the result is
+            # 0 while the ideal value is below exp(-709.78) < 2^-1023; the bottom of the
+            # range is no longer relative
+            eta = max(eta, 2.0 ** -1022)
+    return RoundSpec(fmt, k * base.u, eta, False, base.overflow_at)
+
+
+# ---------------------------------------------------------------------------------------------
+# The rounding judgement: one answer, for every IR operation, to "does this op round, into what,
+# with which saturation, and may it be exact". Every analysis asks :func:`judge`; no analysis
+# decides this on its own.
+
+INT_MIN = -(2.0 ** 31)
+
+# the result jumps when an operand moves across a threshold (the computed and the ideal program
+# can then take different sides): comparisons, logic on them, floor, ceil, %, conversions to bool
+DISCONTINUOUS = N.COMPARE | N.LOGIC | {Op.NOT, Op.FLOOR, Op.CEIL, Op.MOD, Op.TOPK_MASK}
+
+# operations whose real result is one of the operands (or its negation / magnitude): exact in
+# any format that holds the operands
+_SELECTING = N.UNARY_EXACT | {Op.MIN, Op.MAX, Op.WHERE, Op.RMAX, Op.RMIN}
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """How one operation rounds.
+
+    ``spec`` is the rounding of the result (None: the result is exactly the operation's real
+    value). ``operands_fit``: every operand is a value of the working format, the premise of
+    the exactness rules (Sterbenz, adding 0, scaling by a power of two) that analyses apply
+    per box; when it fails those rules do not hold even where the operands satisfy them.
+    ``acc`` is the rounding of each partial result of a reduction or matrix product, and
+    ``first_rounded`` says whether its first element is itself rounded into the accumulator.
+    ``discontinuous``: the result jumps with its operands (see DISCONTINUOUS)."""
+
+    fmt: Format | None
+    spec: RoundSpec | None
+    operands_fit: bool = True
+    discontinuous: bool = False
+    acc: RoundSpec | None = None
+    first_rounded: bool = False
+
+    @property
+    def rounds(self) -> bool:
+        return self.spec is not None
+
+
+def int_spec(fmt: Format, mode: str = "rne", integral: bool = False) -> RoundSpec:
+    """Rounding into i32: to an integer (half a unit for rne, one unit for directed and
+    stochastic modes; nothing when the argument is already an integer) and saturation to
+    [-2^31, 2^31 - 1] (always: numgrade's i32 never wraps)."""
+    eta = 0.0 if integral else (0.5 if mode == "rne" else 1.0)
+    return RoundSpec(fmt, 0.0, eta, True, float("inf"))
+
+
+def lowest_finite(fmt: Format) -> float:
+    """The most negative finite value (i32: -2^31; unsigned formats: 0)."""
+    if fmt.kind == "int":
+        return INT_MIN
+    if fmt.kind == "bool" or not fmt.signed:
+        return 0.0
+    return -fmt.max_finite
+
+
+def rounding_into(fmt: Format, srcs: list[Format], mode: str = "rne", sat: bool = False,
+                  math_fn: str | None = None) -> RoundSpec | None:
+    """The rounding of a real result into fmt computed from operands of formats srcs."""
+    if fmt.kind == "bool":
+        return None
+    if fmt.kind == "int":
+        return int_spec(fmt, mode, integral=all(s.kind in ("int", "bool") for s in srcs))
+    if math_fn is not None:
+        return math_spec(math_fn, fmt)
+    return round_spec(fmt, mode, sat)
+
+
+def judge(v: Value) -> Judgement:
+    """The rounding judgement of one IR value (see :class:`Judgement`)."""
+    op = v.op
+    t = v.type
+    fmt = t.fmt if isinstance(t, N.TensorType) else None
+    srcs = [s.fmt for s in v.srcs if isinstance(s.type, N.TensorType)]
+    if fmt is None or op in (Op.PARAM, Op.CONST, Op.DIM, Op.ARANGE, Op.RAND, Op.CALL, Op.PROJ) \
+            or op in N.MOVEMENT:
+        return Judgement(fmt, None)
+    fit = all(represents(fmt, s) for s in srcs)
+    disc = op in DISCONTINUOUS
+    if fmt.kind == "bool":
+        # comparisons, logic, conversions to bool: no rounding, but a jump where they flip
+        return Judgement(fmt, None, fit, True)
+    if op == Op.ROUND:
+        mode, sat, _ = v.attrs
+        src = srcs[0]
+        flips = src.kind == "bool"   # a truth value as 0/1 jumps where the condition flips
+        if represents(fmt, src):   # a conversion into a wider format is exact
+            return Judgement(fmt, None, True, flips)
+        return Judgement(fmt, rounding_into(fmt, srcs, mode, sat), fit, flips)
+    if op in (Op.SUM, Op.MEAN):
+        acc = rounding_into(fmt, srcs)
+        first = not fit
+        spec = acc if op == Op.MEAN else None
+        return Judgement(fmt, spec, fit, False, acc, first)
+    if op == Op.MATMUL:
+        accf = get_format(v.attrs[0])
+        acc = rounding_into(accf, srcs)
+        spec = None if represents(fmt, accf) else rounding_into(fmt, [accf])
+        return Judgement(fmt, spec, fit, False, acc, True)
+    if op in _SELECTING:
+        if fmt.kind == "int" and op in (Op.NEG, Op.ABS):   # -INT_MIN saturates
+            return Judgement(fmt, int_spec(fmt, integral=True), fit, disc)
+        if op in (Op.NEG, Op.FLOOR) and not (fmt.signed and fmt.has_zero):
+            # e8m0 has no sign and no zero: -x and floor(x) < 1 leave the format (NaN, 2^-127)
+            return Judgement(fmt, rounding_into(fmt, srcs), fit, disc)
+        spec = None if fit else rounding_into(fmt, srcs)
+        return Judgement(fmt, spec, fit, disc)
+    if op in N.UNARY_MATH and op != Op.SQRT:
+        return Judgement(fmt, rounding_into(fmt, srcs, math_fn=op), fit, disc)
+    return Judgement(fmt, rounding_into(fmt, srcs), fit, disc)

@@ -20,7 +20,6 @@ Rounded constants contribute ``adj_c * (fl(c) - c)`` with their exact rounding e
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -30,14 +29,21 @@ from ..ir import nodes as N
 from ..ir.formats import Format, round_array
 from ..ir.nodes import Op, Value
 from . import interval as I
+from .inline import inline_calls
 from .interval import Interval
-from .rounding_model import RoundSpec, math_spec, round_spec
+from .outward import down, up
+from .rounding_model import DISCONTINUOUS, RoundSpec, judge
 
 INF = float("inf")
 
 EXACT_UNARY = {Op.NEG, Op.ABS, Op.FLOOR, Op.CEIL}
+SCALAR_UNARY = {Op.SQRT, Op.EXP, Op.LOG, Op.EXP2, Op.LOG2, Op.TANH, Op.SIGMOID, Op.SIN, Op.COS,
+                Op.RSQRT}
 EXACT_BINARY = {Op.MIN, Op.MAX}
 ROUNDED_BINARY = {Op.ADD, Op.SUB, Op.MUL, Op.DIV}
+
+
+SEGMENT = "segment"   # forward(): the enclosure of the mean-value segment (see _Eval)
 
 
 class Unsupported(Exception):
@@ -55,6 +61,7 @@ class SNode:
     const_exact: Fraction | None = None
     fmt: Format | None = None
     value: Value | None = None
+    fits: bool = False                  # operands are values of fmt (exactness rules apply)
 
 
 @dataclass
@@ -76,6 +83,8 @@ class ScalarProgram:
     # variables whose values are those of a format in both programs (exact leaves): a box
     # that reaches 0 is split into {0} and the part beyond the smallest nonzero magnitude
     zero_split: dict[int, float] = field(default_factory=dict)
+    # the function the nodes' values belong to (calls inlined by inline_calls)
+    source: N.Function | None = None
 
 
 def build(fn: N.Function, module: N.Module | None = None) -> ScalarProgram:
@@ -96,29 +105,19 @@ def build(fn: N.Function, module: N.Module | None = None) -> ScalarProgram:
     for i in range(len(fn.params)):
         nodes.append(SNode(Op.PARAM, var=i, fmt=fn.params[i].value.fmt, value=fn.params[i].value))
     prog = ScalarProgram(nodes, [], var_names, np.array(lo, float), np.array(hi, float))
-    outs = _inline(fn, [i for i in range(len(fn.params))], prog, module, depth=0)
-    prog.outputs = outs
-    return prog
-
-
-def _inline(fn: N.Function, arg_nodes: list[int], prog: ScalarProgram,
-            module: N.Module | None, depth: int) -> list[int]:
-    if depth > 32:
-        raise Unsupported("calls nested too deeply")
-    local: dict[int, int] = {id(p.value): a for p, a in zip(fn.params, arg_nodes)}
-    for v in N.toposort(fn.results):
+    flat = inline_calls(module, fn) if module is not None else fn
+    prog.source = flat
+    local: dict[int, int] = {id(p.value): k for k, p in enumerate(flat.params)}
+    for v in N.toposort(flat.results):
         if id(v) in local:
             continue
+        if v.op == Op.CALL:
+            raise Unsupported("call to an unknown function")
         if isinstance(v.type, N.TensorType) and v.shape:
             raise Unsupported("tensor values (use the tensor-level analysis)")
-        local[id(v)] = _add_node(v, [local[id(s)] for s in v.srcs], prog, module, depth)
-    return [local[id(r)] for r in fn.results]
-
-
-def _fmt_contains(outer: Format, inner: Format) -> bool:
-    from ..ir.formats import represents
-
-    return represents(outer, inner)
+        local[id(v)] = _add_node(v, [local[id(s)] for s in v.srcs], prog, module, 0)
+    prog.outputs = [local[id(r)] for r in flat.results]
+    return prog
 
 
 def _add_node(v: Value, args: list[int], prog: ScalarProgram, module, depth: int) -> int:
@@ -137,56 +136,41 @@ def _add_node(v: Value, args: list[int], prog: ScalarProgram, module, depth: int
         if exact is not None:
             if not math.isfinite(val):
                 raise Unsupported("a constant overflows its format")
-            err = abs(float(Fraction(val) - exact))
-            err = math.nextafter(err, INF) if err else 0.0
+            err = up(abs(Fraction(val) - exact))
         return push(SNode(op, const=float(val), const_err=err, const_exact=exact, fmt=v.fmt))
-    if op == Op.CALL:
-        if module is None or v.attrs[0] not in module.functions:
-            raise Unsupported("call to an unknown function")
-        callee = module.functions[v.attrs[0]]
-        if callee.effects:
-            raise Unsupported("calls with effects")
-        outs = _inline(callee, args, prog, module, depth + 1)
-        return push(SNode("tuple", tuple(outs)))
-    if op == Op.PROJ:
-        return nodes[args[0]].args[v.attrs[0]]
     fmt = v.fmt
+    j = judge(v)   # the one rounding judgement: whether, into what, and may it be exact
     if op in (Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.NOT):
         prog.has_branches = True
         return push(SNode(op, tuple(args), fmt=fmt))
     if op == Op.WHERE:
         prog.has_branches = True
-        spec = None
-        if not all(_fmt_contains(fmt, nodes[a].fmt) for a in args[1:]):
-            spec = round_spec(fmt)
-        return push(SNode(op, tuple(args), spec, fmt=fmt))
+        return push(SNode(op, tuple(args), j.spec, fmt=fmt, fits=j.operands_fit))
     if fmt.kind != "float":
         raise Unsupported(f"{fmt.name} arithmetic")
-    if op in ROUNDED_BINARY or op == Op.FMA or op == Op.SQRT:
-        spec = round_spec(fmt) if fmt.name != "f64" or True else None
-        if op == Op.SQRT:
-            spec = round_spec(fmt)
-        return push(SNode(op, tuple(args), spec, fmt=fmt))
-    if op in (Op.EXP, Op.LOG, Op.EXP2, Op.LOG2, Op.TANH, Op.SIGMOID, Op.SIN, Op.COS, Op.RSQRT):
-        return push(SNode(op, tuple(args), math_spec(op, fmt), fmt=fmt))
-    if op in EXACT_UNARY or op in EXACT_BINARY:
+    if op in ROUNDED_BINARY or op in SCALAR_UNARY or op in EXACT_UNARY or \
+            op in EXACT_BINARY or op in (Op.FMA, Op.ROUND):
         if op in (Op.FLOOR, Op.CEIL):
             prog.has_branches = True
-        spec = None if all(_fmt_contains(fmt, nodes[a].fmt) for a in args) else round_spec(fmt)
-        return push(SNode(op, tuple(args), spec, fmt=fmt))
-    if op == Op.ROUND:
-        mode, sat, _ = v.attrs
-        return push(SNode(op, tuple(args), round_spec(fmt, mode, sat), fmt=fmt))
+        return push(SNode(op, tuple(args), j.spec, fmt=fmt, fits=j.operands_fit))
     raise Unsupported(f"operation '{op}'")
 
 
 # ---------------------------------------------------------------------------------------------
 # evaluation over boxes
 class _Eval:
-    """Interval evaluation of a scalar program over a batch of boxes."""
+    """Interval evaluation of a scalar program over a batch of boxes.
+
+    ``forward(X, perturbed)``: False evaluates the ideal program; True the computed one (every
+    rounding site w (1 + d) + e, saturation clamped, constants rounded); SEGMENT every point
+    between the two (saturated sites hold w too, constants the hull of exact and rounded), where
+    the mean-value form's adjoints must be enclosed."""
 
     def __init__(self, prog: ScalarProgram):
         self.prog = prog
+        self.needs_segment = any(
+            (n.spec is not None and n.spec.sat and n.args) or
+            (n.op == Op.CONST and n.const_exact is not None) for n in prog.nodes)
         # relations between variables make some differences and ratios sign-known
         finals: dict[int, int] = {}
         for idx, n in enumerate(prog.nodes):
@@ -244,11 +228,16 @@ class _Eval:
             if n.op == Op.PARAM:
                 w = X[n.var]
             elif n.op == Op.CONST:
-                c = n.const if perturbed or n.const_exact is None else None
-                if c is None:
-                    w = _exact_interval(n.const_exact, X[0].shape)
-                else:
-                    w = Interval.point(np.full(X[0].shape, c))
+                w = Interval.point(np.full(X[0].shape, n.const))
+                if n.const_exact is not None:
+                    # the ideal program reads the exact constant; the perturbed one the whole
+                    # segment from it to the rounded one, so that adjoints cover the mean-value
+                    # point between the two (the constant's error is a perturbation too)
+                    ex = _exact_interval(n.const_exact, X[0].shape)
+                    if not perturbed:
+                        w = ex
+                    elif perturbed == SEGMENT:
+                        w = Interval._new(np.minimum(w.lo, ex.lo), np.maximum(w.hi, ex.hi))
             elif n.op == "tuple":
                 vals[i] = None
                 continue
@@ -262,7 +251,7 @@ class _Eval:
                 w = self._tighten(i, n, w, X, vals, dyn, factor)
             pre[i] = w
             if perturbed and n.spec is not None:
-                vals[i] = _perturb(w, n.spec)
+                vals[i] = _perturb(w, n.spec, perturbed == SEGMENT)
                 if dyn is not None and dyn[i] is not None:
                     dyn[i] = _round_form(n, w, dyn[i])
             else:
@@ -519,13 +508,24 @@ def _dyn_form(n: SNode, info, forms, dyn, atoms, X, vals, w: Interval, shape):
 
 
 def _exact_interval(x: Fraction, shape) -> Interval:
-    f = float(x)
-    lo = f if Fraction(f) <= x else math.nextafter(f, -INF)
-    hi = f if Fraction(f) >= x else math.nextafter(f, INF)
-    return Interval.of(np.full(shape, lo), np.full(shape, hi))
+    return Interval.of(np.full(shape, down(x)), np.full(shape, up(x)))
 
 
-def _perturb(w: Interval, s: RoundSpec) -> Interval:
+def _perturb(w: Interval, s: RoundSpec, segment: bool = False) -> Interval:
+    """The computed values fl(w); with segment, every value on the segment from w to fl(w)
+    (the points where the mean-value form evaluates adjoints)."""
+    r = _rounded(w, s)
+    if s.sat and segment:
+        # a saturated value is far from w: the segment from it back to w is not covered by
+        # w (1 + d) + e, so the enclosure holds w itself too
+        beyond = w.mag() > s.max_finite
+        if beyond.any():
+            r = Interval._new(np.where(beyond, np.minimum(r.lo, w.lo), r.lo),
+                              np.where(beyond, np.maximum(r.hi, w.hi), r.hi))
+    return r
+
+
+def _rounded(w: Interval, s: RoundSpec) -> Interval:
     if s.sat:
         m = s.max_finite
         w = Interval.of(np.clip(w.lo, -m, m), np.clip(w.hi, -m, m))
@@ -700,8 +700,10 @@ def _partials(op: str, a: list, w: Interval, g: Interval):
             first, second = x.hi <= y.lo, y.hi <= x.lo
         else:
             first, second = x.lo >= y.hi, y.lo >= x.hi
-        fx = Interval.of(np.where(second, 0.0, np.where(first, 1.0, 0.0)), np.where(second, 0.0, 1.0))
-        fy = Interval.of(np.where(first, 0.0, np.where(second, 1.0, 0.0)), np.where(first, 0.0, 1.0))
+        # a tie (both hold: equal points) has the generalised gradient conv{(1,0), (0,1)}
+        only_x, only_y = first & ~second, second & ~first
+        fx = Interval.of(np.where(only_x, 1.0, 0.0), np.where(only_y, 0.0, 1.0))
+        fy = Interval.of(np.where(only_y, 1.0, 0.0), np.where(only_x, 0.0, 1.0))
         return [g * fx, g * fy], None
     if op in (Op.FLOOR, Op.CEIL):
         f = I.floor if op == Op.FLOOR else I.ceil
@@ -744,8 +746,17 @@ def _box_errors_inner(ev: _Eval, X: list[Interval], out: int):
     prog = ev.prog
     pv, ppre, pok = ev.forward(X, perturbed=True)
     iv, _, iok = ev.forward(X, perturbed=False)
-    adj, valid = ev.reverse(pv, ppre, out)
-    valid = valid & pok & iok
+    if ev.needs_segment:   # saturations and rounded constants: adjoints on the whole segment
+        sv, spre, sok = ev.forward(X, perturbed=SEGMENT)
+    else:
+        sv, spre, sok = pv, ppre, pok
+    adj, valid = ev.reverse(sv, spre, out)
+    valid = valid & pok & iok & sok
+    for i, n in enumerate(prog.nodes):
+        # the mean-value form needs both programs on the same side of every jump: a branch
+        # decided in each program but differently (x < C with C rounded) is a jump
+        if n.op in DISCONTINUOUS and pv[i] is not None and iv[i] is not None:
+            valid &= (pv[i].lo == pv[i].hi) & (iv[i].lo == iv[i].hi) & (pv[i].lo == iv[i].lo)
     total = np.zeros(X[0].shape)
     terms: dict[int, np.ndarray] = {}
     for i, n in enumerate(prog.nodes):
@@ -838,6 +849,10 @@ def site_radius(n: SNode, w: Interval, args: list[Interval]) -> np.ndarray:
         r = s.u * pow2_floor(np.minimum(mag, m)) + s.eta + np.maximum(mag - m, 0.0)
     else:
         r = s.u * pow2_floor(mag) + s.eta
+    if not n.fits:
+        # an operand is not a value of the working format: even Sterbenz, + 0 and scaling by
+        # a power of two round (let d: bf16 = a - b over f32 a and b)
+        return r
     if n.op in (Op.ADD, Op.SUB) and len(args) == 2:
         x, y = args
         if n.op == Op.ADD:  # x + y = x - (-y)
@@ -851,8 +866,8 @@ def site_radius(n: SNode, w: Interval, args: list[Interval]) -> np.ndarray:
         if n.op == Op.DIV:
             cand = [k for k in cand if k == 1]
         if cand:
-            normal = w.mig() >= n.fmt.min_normal
-            r = np.where(normal, 0.0, np.minimum(r, s.eta))
+            normal = (w.mig() >= n.fmt.min_normal) & (w.mag() <= n.fmt.max_finite)
+            r = np.where(normal, 0.0, r if s.sat else np.minimum(r, s.eta))
     return r
 
 
@@ -883,11 +898,27 @@ def _point_estimate_inner(ev: _Eval, mids: np.ndarray, out: int) -> np.ndarray:
     return np.where(np.isfinite(est) & feasible, est, 0.0)
 
 
+# Search budgets count work, never wall-clock time (SPEC section 3: the same program gets the
+# same bound on any machine under any load). One work unit is one program node evaluated on one
+# box; each iteration also pays ITERATION_WORK units per node, the fixed cost of a vectorised
+# pass over the nodes (on a 2-core x86 sandbox one unit is about 0.2 us). DEFAULT_WORK is at
+# most about 0.6-0.7 s of CPU there (FPBench kepler2, turbine3); QUICK_WORK goes with the quick probes
+# (tol 0.25, 6 iterations).
+ITERATION_WORK = 2048
+DEFAULT_WORK = 3_000_000
+QUICK_WORK = 2_000_000
+
+
 def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
-            max_boxes: int = 4096, max_iters: int = 60, time_limit: float = 0.4,
+            max_boxes: int = 4096, max_iters: int = 60, work: int = DEFAULT_WORK,
             objective: str = "abs") -> ScalarBound:
-    """Branch and bound for max over the input box of the sound per-box error bound."""
-    t0 = time.perf_counter()
+    """Branch and bound for max over the input box of the sound per-box error bound.
+
+    The search stops when the bound is within ``tol`` of the best lower estimate, after
+    ``max_iters`` iterations, or once it has spent ``work`` units (see ITERATION_WORK): the
+    result depends on the program and these settings only, never on the machine's speed or load.
+    """
+    spent = 0
     out = prog.outputs[out_index]
     ev = _Eval(prog)
     nv = len(prog.var_names)
@@ -941,8 +972,9 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
         best_lower = max(best_lower, float(np.max(est)) if est.size else 0.0)
         upper_score = max(float(np.max(score)), done_score)
         upper = max(float(np.max(bound)), done_bound)
+        spent += len(prog.nodes) * (lo.shape[0] + ITERATION_WORK)
         if upper_score <= best_lower * (1 + tol) or it >= max_iters or nv == 0 or \
-                time.perf_counter() - t0 > time_limit or not math.isfinite(upper_score) and it > 40:
+                spent >= work or not math.isfinite(upper_score) and it > 40:
             converged = upper_score <= best_lower * (1 + tol)
             break
         # boxes whose bound is already within tolerance of the best lower estimate retire

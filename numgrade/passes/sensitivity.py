@@ -53,14 +53,18 @@ import numpy as np
 
 from ..errors import Span
 from ..ir import nodes as N
-from ..ir.dims import Dim, bind_sizes
+from ..ir.dims import Dim
 from ..ir.formats import Format
 from ..ir.nodes import Op, TensorType, Value
 from . import interval as I
+from .inline import inline_calls
 from .interval import Interval
+from .outward import inflate
 
 INF = math.inf
 MARGIN = 1 + 2.0 ** -40   # covers the float rounding of the bound arithmetic itself
+# outward.inflate's margin for the derivative bounds (several libm calls and roundings each)
+DERIV_REL = MARGIN - 1
 
 
 # =============================================================================================
@@ -130,36 +134,24 @@ def _dim_int(d: Dim, dims: dict[str, int]) -> int:
 
 
 def flatten(module: N.Module, fn: N.Function, dims: dict[str, int] | None = None) -> Graph:
-    """The function's values in dependency order, with every call inlined."""
+    """The function's values in dependency order, with every call inlined (by
+    :func:`numgrade.passes.inline.inline_calls`, the one inliner: callee sizes are bound from
+    the argument shapes)."""
     g = Graph()
     dims = dict(dims or {})
-    args = []
-    for p in fn.params:
+    flat = inline_calls(module, fn)
+    memo: dict[int, int] = {}
+    for p in flat.params:
         t = p.value.tensor_type
         idx = g.add(Node(Op.PARAM, (), p.value.attrs, t.fmt, _concrete(t.shape, dims, g.unbound),
                          p.value, p.span, t.shape))
         g.params.append((p.name, idx, p))
-        args.append(idx)
-    g.outputs = _inline(g, module, fn, args, dims)
-    return g
-
-
-def _inline(g: Graph, module: N.Module, fn: N.Function, args: list[int], dims: dict[str, int]) -> list[int]:
-    memo: dict[int, Any] = {id(p.value): a for p, a in zip(fn.params, args)}
-    for v in N.toposort(fn.results):
+        memo[id(p.value)] = idx
+    for v in N.toposort(flat.results):
         if id(v) in memo:
             continue
-        if v.op == Op.CALL:
-            callee = module.functions[v.attrs[0]]
-            cargs = [memo[id(s)] for s in v.srcs]
-            cdims = bind_sizes((p.value.shape, g.nodes[a].shape)
-                               for p, a in zip(callee.params, cargs)
-                               if g.nodes[a].shape is not None)
-            memo[id(v)] = _inline(g, module, callee, cargs, cdims)
-            continue
-        if v.op == Op.PROJ:
-            memo[id(v)] = memo[id(v.srcs[0])][v.attrs[0]]
-            continue
+        if v.op in (Op.CALL, Op.PROJ):
+            raise ValueError(f"{fn.name}(): calls nested too deeply to inline")
         t = v.type
         assert isinstance(t, TensorType)
         dimval = None
@@ -177,9 +169,10 @@ def _inline(g: Graph, module: N.Module, fn: N.Function, args: list[int], dims: d
             except KeyError as ex:
                 g.unbound.add(str(ex.args[0]))
         memo[id(v)] = g.add(Node(v.op, tuple(memo[id(s)] for s in v.srcs), v.attrs, t.fmt,
-                                 _concrete(t.shape, dims, g.unbound), v, fn.spans.get(v), t.shape,
-                                 dimval, index))
-    return [memo[id(r)] for r in fn.results]
+                                 _concrete(t.shape, dims, g.unbound), v, flat.spans.get(v),
+                                 t.shape, dimval, index))
+    g.outputs = [memo[id(r)] for r in flat.results]
+    return g
 
 
 def reduce_count(g: Graph, n: Node) -> int | None:
@@ -344,7 +337,7 @@ def node_interval(g: Graph, n: Node, x: list[Interval]) -> Interval:
         r = _fast_scalar(op, x[0], x[1], False) if not x[0].shape and not x[1].shape else None
         r = I.sub(x[0], x[1]) if r is None else r
         ext = _extreme_of(g, n.srcs[1])
-        if ext is not None and ext[1] == n.srcs[0]:
+        if ext is not None and ext[1] == n.srcs[0] and _covers(g, n.srcs[1], n):
             # x - max(x) <= 0 and x - min(x) >= 0 (the stable softmax / logsumexp shape)
             w = hi(I.sub(x[0], x[0]))
             r = _iv(max(lo(r), -w), 0.0) if ext[0] == Op.RMAX else _iv(0.0, min(hi(r), w))
@@ -391,17 +384,83 @@ def _is_softmax_terms(g: Graph, n: Node) -> bool:
     rank = len(src.sym_shape)
     ax_max = {a % rank for a in m.attrs[0]} if rank else set()
     ax_sum = {a % rank for a in n.attrs[0]} if rank else set()
-    return ax_max == ax_sum and sub.sym_shape == src.sym_shape
+    return ax_max == ax_sum and sub.sym_shape == src.sym_shape and _covers(g, sub.srcs[1], sub)
 
 
 def _extreme_of(g: Graph, idx: int) -> tuple[str, int] | None:
-    """(RMAX|RMIN, source) when node idx is a max/min reduction of source (through movement)."""
+    """(RMAX|RMIN, source) when node idx is a max/min reduction of source (through movement).
+    Which elements of source the value at each position covers is :func:`_covers`' question."""
     n = g.nodes[idx]
     while n.op in (Op.BROADCAST, Op.RESHAPE):
         n = g.nodes[n.srcs[0]]
     if n.op in (Op.RMAX, Op.RMIN):
         return n.op, n.srcs[0]
     return None
+
+
+def _is_one(d: Dim) -> bool:
+    return d.int_value() == 1
+
+
+def _covers(g: Graph, idx: int, use: Node) -> bool:
+    """Node idx is a max/min reduction of x = use.srcs[0] (see _extreme_of) carried by
+    reshapes and broadcasts, then broadcast (trailing axes aligned) by the elementwise `use`:
+    whether at every position p of `use` the value it takes is the extreme of a set of x's
+    elements that holds x[p] (so x[p] <= max there). A reduction over some axes broadcast back
+    misaligned (x[i, j] - max(x, axis=1)[j]: the maximum of row j, not of row i) bounds
+    nothing. Tracks, per axis, which axis of x it indexes."""
+    xs = g.nodes[use.srcs[0]].sym_shape
+    r = len(xs)
+    if tuple(use.sym_shape) != tuple(xs):
+        return False                       # x itself broadcast by the use
+    chain = []
+    n = g.nodes[idx]
+    while n.op in (Op.BROADCAST, Op.RESHAPE):
+        chain.append(n)
+        n = g.nodes[n.srcs[0]]
+    red = n
+    axes = {a % r for a in red.attrs[0]} if r else set()
+    if axes == set(range(r)):
+        return True                        # the extreme of every element: holds anywhere
+    keep = bool(red.attrs[1]) if len(red.attrs) > 1 else False
+    # labels: ('x', a) indexes x's axis a; ('red', a) the reduced axis a (size 1); ('unit',)
+    # a size-1 axis; ('bad',) anything else
+    labels = [("red", a) if a in axes else ("x", a) for a in range(r)] if keep else \
+        [("x", a) for a in range(r) if a not in axes]
+    shape = list(red.sym_shape)
+
+    def broadcast(labels, shape, out):
+        k = len(out) - len(shape)
+        if k < 0:
+            return None
+        new = [("unit",)] * k
+        for lab, d, o in zip(labels, shape, out[k:]):
+            new.append(("bad",) if lab[0] == "x" and d != o else lab)
+        return new
+
+    for m in reversed(chain):
+        out = list(m.sym_shape)
+        if m.op == Op.BROADCAST:
+            labels = broadcast(labels, shape, out)
+        else:   # RESHAPE: only insertions and removals of size-1 axes keep the labels
+            if [d for d in shape if not _is_one(d)] != [d for d in out if not _is_one(d)]:
+                return False
+            kept = iter([lab for lab, d in zip(labels, shape) if not _is_one(d)])
+            labels = [("unit",) if _is_one(d) else next(kept) for d in out]
+        if labels is None:
+            return False
+        shape = out
+    labels = broadcast(labels, shape, list(xs))     # the use's own (trailing) broadcast
+    if labels is None or len(labels) != r:
+        return False
+    for j, lab in enumerate(labels):
+        if lab == ("x", j):
+            continue
+        if lab[0] in ("red", "unit") and (lab[0] == "unit" or lab[1] == j) and \
+                (j in axes or _is_one(xs[j])):
+            continue
+        return False
+    return True
 
 
 def ideal_ranges(g: Graph, param_ranges: list[Interval] | None = None) -> list[Interval]:
@@ -458,12 +517,6 @@ class Deriv:
     xfp: float    # max |x f'(x)|          (RP in -> absolute out)
 
 
-def _up(x: float) -> float:
-    if x != x:
-        return INF
-    return x * MARGIN if x > 0 else 0.0
-
-
 def derivative_bounds(op: str, x: Interval) -> Deriv:
     """Bounds on the derivative magnitudes of a unary function over x (inf where unbounded)."""
     a, b = lo(x), hi(x)
@@ -473,48 +526,51 @@ def derivative_bounds(op: str, x: Interval) -> Deriv:
             return Deriv(1.0, _safe_div(1.0, m), 1.0, M)
         if op == Op.EXP:
             eb = hi(I.exp(_iv(b, b)))
-            return Deriv(_up(eb), 1.0, _up(M), _up(M * eb))
+            return Deriv(inflate(eb, DERIV_REL), 1.0, inflate(M, DERIV_REL),
+                         inflate(M * eb, DERIV_REL))
         if op == Op.EXP2:
             eb = hi(I.exp2(_iv(b, b)))
             ln2 = math.log(2) * MARGIN
-            return Deriv(_up(ln2 * eb), ln2, _up(ln2 * M), _up(ln2 * M * eb))
+            return Deriv(inflate(ln2 * eb, DERIV_REL), ln2, inflate(ln2 * M, DERIV_REL),
+                         inflate(ln2 * M * eb, DERIV_REL))
         if op in (Op.LOG, Op.LOG2):
             if a <= 0:
                 return Deriv(INF, INF, INF, INF)
             k = 1.0 if op == Op.LOG else 1 / math.log(2) * MARGIN
-            fp = _up(k / a)
+            fp = inflate(k / a, DERIV_REL)
             logmig = mig(I.log(x))              # min |ln x| (0 when the range contains 1)
-            lg = _up(k / (a * logmig)) if logmig > 0 else INF
+            lg = inflate(k / (a * logmig), DERIV_REL) if logmig > 0 else INF
             # |x f'/f| = 1/|ln x| for both log and log2
-            el = _up(1 / logmig) if logmig > 0 else INF
+            el = inflate(1 / logmig, DERIV_REL) if logmig > 0 else INF
             return Deriv(fp, lg, el, k)
         if op == Op.SQRT:
             if a < 0:
                 return Deriv(INF, INF, INF, INF)
-            fp = _up(0.5 / math.sqrt(a)) if a > 0 else INF
-            lg = _up(0.5 / a) if a > 0 else INF
-            return Deriv(fp, lg, 0.5, _up(0.5 * math.sqrt(b)))
+            fp = inflate(0.5 / math.sqrt(a), DERIV_REL) if a > 0 else INF
+            lg = inflate(0.5 / a, DERIV_REL) if a > 0 else INF
+            return Deriv(fp, lg, 0.5, inflate(0.5 * math.sqrt(b), DERIV_REL))
         if op == Op.RSQRT:
             if a <= 0:
                 return Deriv(INF, INF, INF, INF)
-            return Deriv(_up(0.5 * a ** -1.5), _up(0.5 / a), 0.5, _up(0.5 / math.sqrt(a)))
+            return Deriv(inflate(0.5 * a ** -1.5, DERIV_REL), inflate(0.5 / a, DERIV_REL), 0.5,
+                         inflate(0.5 / math.sqrt(a), DERIV_REL))
         if op == Op.TANH:
             t = math.tanh(m)
-            fp = min(1.0, _up(1 - t * t + 2.0 ** -50))
-            lg = _up(2 / math.sinh(2 * m)) if m > 0 else INF
-            return Deriv(fp, lg, 1.0, min(0.4478, _up(M * fp)))
+            fp = min(1.0, inflate(1 - t * t + 2.0 ** -50, DERIV_REL))
+            lg = inflate(2 / math.sinh(2 * m), DERIV_REL) if m > 0 else INF
+            return Deriv(fp, lg, 1.0, min(0.4478, inflate(M * fp, DERIV_REL)))
         if op == Op.SIGMOID:
             s = 1 / (1 + math.exp(-m)) if m < 700 else 1.0
-            fp = min(0.25, _up(s * (1 - s) + 2.0 ** -50))
+            fp = min(0.25, inflate(s * (1 - s) + 2.0 ** -50, DERIV_REL))
             one_minus_lo = 1 - (1 / (1 + math.exp(-a)) if a > -700 else 0.0)
-            lg = min(1.0, _up(one_minus_lo + 2.0 ** -50))
-            return Deriv(fp, lg, _up(M * lg), _up(M * fp))
+            lg = min(1.0, inflate(one_minus_lo + 2.0 ** -50, DERIV_REL))
+            return Deriv(fp, lg, inflate(M * lg, DERIV_REL), inflate(M * fp, DERIV_REL))
         if op in (Op.SIN, Op.COS):
             d = I.cos(x) if op == Op.SIN else I.sin(x)
-            fp = min(1.0, _up(mag(d)))
+            fp = min(1.0, inflate(mag(d), DERIV_REL))
             fm = mig(_UNARY_IV[op](x))
-            lg = _up(fp / fm) if fm > 0 else INF
-            return Deriv(fp, lg, _up(M * lg), _up(M * fp))
+            lg = inflate(fp / fm, DERIV_REL) if fm > 0 else INF
+            return Deriv(fp, lg, inflate(M * lg, DERIV_REL), inflate(M * fp, DERIV_REL))
         if op in (Op.FLOOR, Op.CEIL):
             f = math.floor if op == Op.FLOOR else math.ceil
             const = math.isfinite(a) and math.isfinite(b) and f(a) == f(b)
@@ -528,7 +584,7 @@ def _safe_div(a: float, b: float) -> float:
         return 0.0
     if b <= 0:
         return INF
-    return _up(a / b)
+    return inflate(a / b, DERIV_REL)
 
 
 def elasticity(op: str, x: Interval) -> float:
@@ -585,7 +641,7 @@ class _Propagator:
                     a[k] = e[k] = INF
                 elif self.relative:
                     ok = sign_definite(r) != 0
-                    a[k] = _up(mag(r)) if ok else INF
+                    a[k] = inflate(mag(r), DERIV_REL) if ok else INF
                     e[k] = 1.0 if ok else INF
                 else:
                     a[k] = 1.0

@@ -96,7 +96,8 @@ class TuneOptions:
     formats: tuple[str, ...] = DEFAULT_FORMATS
     respect_pins: bool = True        # False: annotated lets are tuned too
     pin_outputs: bool = False        # True: outputs keep their declared formats
-    milp_time_limit: float = 20.0
+    milp_node_limit: int = 10_000    # branch-and-bound nodes of the MILP (HiGHS), never
+    #                                  seconds: the assignment must not depend on load
     analysis: AnalysisOptions = AnalysisOptions()
 
 
@@ -453,7 +454,7 @@ def _edge_conversion(p: _Problem, c: Value, o: Value, index: dict[Value, int]) -
 
 
 def solve_assignment(p: _Problem, model: ErrorModel, caps: list[float],
-                     time_limit: float) -> tuple[dict[int, str] | None, str]:
+                     node_limit: int) -> tuple[dict[int, str] | None, str]:
     """Cheapest assignment whose linear bound is within caps (None if infeasible)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
@@ -484,9 +485,11 @@ def solve_assignment(p: _Problem, model: ErrorModel, caps: list[float],
     hi = np.full(nvar, np.inf)
     hi[:len(xvars)] = 1.0
     hi[len(xvars) + nk:] = 1.0
+    # no time limit: the search is deterministic (HiGHS's MIP search runs in one thread and
+    # the node limit ends it), so the assignment never depends on the machine's load
     res = milp(cost, integrality=integrality, bounds=Bounds(lo, hi),
                constraints=LinearConstraint(np.array(A), np.array(lb), np.array(ub)),
-               options={"time_limit": time_limit, "disp": False})
+               options={"node_limit": node_limit, "disp": False})
     if res.x is None:
         return None, f"milp: {res.message}"
     pick: dict[int, str] = {}
@@ -674,7 +677,7 @@ class TuneSession:
             return None, "no room in the budget beyond the pinned roundings"
         nvar = sum(len(a) for a in p.allowed.values())
         if nvar <= 4000:
-            pick, how = solve_assignment(p, self.model, caps, self.options.milp_time_limit)
+            pick, how = solve_assignment(p, self.model, caps, self.options.milp_node_limit)
             if pick is not None:
                 return pick, how
         cost_of = lambda pk: self.cost(self._fmt_of(pk))  # noqa: E731
