@@ -447,7 +447,6 @@ class _Analysis:
     def phi_rule(self, i: int, n: Node, phi: list[float], lin: list[bool]) -> float:
         g, R = self.g, self.R
         op = n.op
-        src = [g.nodes[s] for s in n.srcs]
         p = [phi[s] for s in n.srcs]
         fmt = n.fmt
         if op == Op.CONST:
@@ -604,7 +603,6 @@ class _Analysis:
         g = self.g
         op = n.op
         r = rho[i]
-        fmt = n.fmt
         src = n.srcs
         jd = self.jd(i)
         c = self.rnd_cost(jd.spec)      # 0 where the judgement says the result is exact

@@ -32,7 +32,6 @@ from typing import Any, Iterable
 from ..errors import Span
 from ..ir import nodes as N
 from ..ir.nodes import Op, Value
-from .inline import inline_calls
 
 DEFINITION_NOTE = ("per-line contributions: shares of the largest finite absolute bound "
                    "(output {out}, {bound:.4g}); each rounding site's first-order term, "

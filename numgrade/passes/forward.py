@@ -22,12 +22,12 @@ import numpy as np
 from ..errors import Span
 from ..ir import nodes as N
 from ..ir.dims import Dim, bind_sizes
-from ..ir.formats import Format, get_format, represents
+from ..ir.formats import Format
 from ..ir.nodes import Op, TensorType, Value
 from . import interval as I
 from .interval import Interval
 from .outward import down, up
-from .rounding_model import RoundSpec, judge, lowest_finite, round_spec
+from .rounding_model import RoundSpec, judge, lowest_finite
 
 INF = math.inf
 SAFE = 1 + 2.0 ** -48   # inflation that covers the rounding of the bound arithmetic itself
@@ -473,7 +473,6 @@ class ForwardAnalysis:
     def reduce(self, v: Value, x: AV, span: Span | None) -> AV:
         axes, keep, order = v.attrs
         n = self.count(v.srcs[0], axes)
-        fmt = v.fmt
         if v.op in (Op.RMAX, Op.RMIN):
             out = AV(x.R, x.C, x.r, x.a, reason=x.reason) if \
                 x.sign_definite() and _f(x.R.lo) >= 0 else AV(x.R, x.C, 0.0, x.err, reason=x.reason)
@@ -545,7 +544,6 @@ class ForwardAnalysis:
         K = self.size(a_shape[-1])
         jd = judge(v)
         spec = jd.acc
-        acc = spec.fmt
         # row i of a times column j of b: different elements even when a is b
         prod = self.arith(Op.MUL, x, replace(y) if x is y else y, span)
         kk = np.float64(K)

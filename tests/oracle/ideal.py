@@ -82,7 +82,12 @@ def mul(a, b):
 
 def div(a, b):
     if b == 0:
-        return NAN          # undefined over the reals (0 has no sign there)
+        # 0/0 is undefined; x/0 is +-inf with the sign of x, the extended-real convention that
+        # numgrade states (an infinity is a value a later min, clamp or tanh can absorb) and
+        # that rsqrt(0) = inf and log(0) = -inf follow here too; the zero counts as +0
+        if is_nan(a) or a == 0:
+            return NAN
+        return INF if a > 0 else -INF
     if isinstance(a, Fraction) and isinstance(b, Fraction):
         return _tame(a / b)
     a, b = mp(a), mp(b)
