@@ -280,6 +280,21 @@ def test_e8m0_floor_and_unsaturated_rounding():
     sound(q, point(q, p=0.25, x=20.0))
 
 
+# 17. found by the fuzzer (benchmarks/fuzz_analysis.py, 12,000 programs): a math function in
+# e2m1 saturates (exp(6) is 6); an f16 sum that overflows to inf is no small perturbation
+
+def test_math_function_saturates_in_e2m1():
+    p = param("p", "e2m1", 0, 6, shape=("N",))
+    q = program([p], [], [exp(p)], dims={"N": 4})
+    sound(q, point(q, p=[6.0, 6.0, 4.0, 0.5]))
+
+
+def test_sum_overflowing_to_inf_then_divided():
+    x = param("x", "f16", -65504, 65504)
+    q = program([x], [], [x / (abs_(x) + 448.0)])
+    sound(q, point(q, x=-65504.0), point(q, x=65504.0), point(q, x=65024.0))
+
+
 def _exp2(x):
     from oracle.build import _un
     return _un("math", x, fn="exp2")

@@ -336,6 +336,8 @@ class ForwardAnalysis:
         return dims
 
     def compare(self, op: str, p: AV, q: AV) -> AV:
+        if not (p.bounded and q.bounded):   # an operand may be NaN: the comparison is False
+            return AV(_iv(0, 1), _iv(0, 1), stable=False)
         if p.err == 0 and q.err == 0:
             return AV(_iv(0, 1), _iv(0, 1), stable=True)
         dR = p.R - q.R

@@ -124,7 +124,8 @@ def math_spec(fn: str, fmt: Format) -> RoundSpec:
             # 0 while the ideal value is below exp(-709.78) < 2^-1023; the bottom of the
             # range is no longer relative
             eta = max(eta, 2.0 ** -1022)
-    return RoundSpec(fmt, k * base.u, eta, False, base.overflow_at)
+    # formats without inf and NaN (e2m1) saturate: exp(6) in e2m1 is 6
+    return RoundSpec(fmt, k * base.u, eta, base.sat, base.overflow_at)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -849,6 +849,9 @@ def site_radius(n: SNode, w: Interval, args: list[Interval]) -> np.ndarray:
         r = s.u * pow2_floor(np.minimum(mag, m)) + s.eta + np.maximum(mag - m, 0.0)
     else:
         r = s.u * pow2_floor(mag) + s.eta
+        if math.isfinite(s.overflow_at):
+            # an overflow to inf is no small perturbation: only the enclosures bound it
+            r = np.where(mag >= s.overflow_at, INF, r)
     if not n.fits:
         # an operand is not a value of the working format: even Sterbenz, + 0 and scaling by
         # a power of two round (let d: bf16 = a - b over f32 a and b)
