@@ -295,6 +295,17 @@ def test_sum_overflowing_to_inf_then_divided():
     sound(q, point(q, x=-65504.0), point(q, x=65504.0), point(q, x=65024.0))
 
 
+# 18. found by the fuzzer: a tensor read by an elementwise region carries an error that may
+# exceed its value (a mean in e2m1, a product whose ideal value is 0): its computed values keep
+# neither the sign nor the format's grid of its ideal ones
+
+def test_region_leaf_error_larger_than_its_value():
+    p = param("p", "e2m1", 0.5, 4, shape=("N",))
+    b = param("b", "bf16", 0.1, 0.3)
+    q = program([p, b], [], [reduce("mean", p, order="seq") + b], dims={"N": 8})
+    sound(q, point(q, p=[0.5] * 8, b=f32(0.10009765625)))
+
+
 def _exp2(x):
     from oracle.build import _un
     return _un("math", x, fn="exp2")

@@ -251,7 +251,8 @@ class _Eval:
                 w = self._tighten(i, n, w, X, vals, dyn, factor)
             pre[i] = w
             if perturbed and n.spec is not None:
-                vals[i] = _perturb(w, n.spec, perturbed == SEGMENT)
+                vals[i] = _spread(w, n.spec) if n.op == "perturb" else \
+                    _perturb(w, n.spec, perturbed == SEGMENT)
                 if dyn is not None and dyn[i] is not None:
                     dyn[i] = _round_form(n, w, dyn[i])
             else:
@@ -525,6 +526,13 @@ def _perturb(w: Interval, s: RoundSpec, segment: bool = False) -> Interval:
     return r
 
 
+def _spread(w: Interval, s: RoundSpec) -> Interval:
+    """A leaf's computed values from its ideal ones, |c - w| <= u |w| + eta: no rounding, so
+    neither the sign nor the format's grid is kept (the error may exceed the value)."""
+    u = Interval.of(np.full(w.shape, 1 - s.u_rel), np.full(w.shape, 1 + s.u_rel))
+    return w * u + Interval.of(np.full(w.shape, -s.eta), np.full(w.shape, s.eta))
+
+
 def _rounded(w: Interval, s: RoundSpec) -> Interval:
     if s.sat:
         m = s.max_finite
@@ -761,7 +769,11 @@ def _box_errors_inner(ev: _Eval, X: list[Interval], out: int):
     terms: dict[int, np.ndarray] = {}
     for i, n in enumerate(prog.nodes):
         if n.spec is not None and n.args:
-            t = adj[i].mag() * site_radius(n, ppre[i], [pv[j] for j in n.args])
+            g = adj[i].mag()
+            # an adjoint that is 0 on the whole segment (which reaches inf where the site may
+            # overflow) means the output does not move, however far the site's value does
+            with np.errstate(invalid="ignore"):
+                t = np.where(g == 0, 0.0, g * site_radius(n, ppre[i], [pv[j] for j in n.args]))
         elif n.op == Op.CONST and n.const_err:
             t = adj[i].mag() * n.const_err
         else:
