@@ -460,7 +460,9 @@ class _RegionBuilder:
         node = len(self.nodes) - 1
         if av.r or av.a:
             spec = RoundSpec(v.fmt, av.r, av.a, False, INF)
-            self.nodes.append(SE.SNode("perturb", (node,), spec, fmt=v.fmt, value=v))
+            clo, chi = _f(av.C.lo), _f(av.C.hi)
+            self.nodes.append(SE.SNode("perturb", (node,), spec, fmt=v.fmt, value=v,
+                                       computed=(clo, chi) if clo <= chi else None))
             node = len(self.nodes) - 1
         return node
 

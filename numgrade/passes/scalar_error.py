@@ -62,6 +62,7 @@ class SNode:
     fmt: Format | None = None
     value: Value | None = None
     fits: bool = False                  # operands are values of fmt (exactness rules apply)
+    computed: tuple[float, float] | None = None   # perturb leaves: every computed value's hull
 
 
 @dataclass
@@ -251,7 +252,7 @@ class _Eval:
                 w = self._tighten(i, n, w, X, vals, dyn, factor)
             pre[i] = w
             if perturbed and n.spec is not None:
-                vals[i] = _spread(w, n.spec) if n.op == "perturb" else \
+                vals[i] = _spread(w, n.spec, n.computed) if n.op == "perturb" else \
                     _perturb(w, n.spec, perturbed == SEGMENT)
                 if dyn is not None and dyn[i] is not None:
                     dyn[i] = _round_form(n, w, dyn[i])
@@ -526,11 +527,17 @@ def _perturb(w: Interval, s: RoundSpec, segment: bool = False) -> Interval:
     return r
 
 
-def _spread(w: Interval, s: RoundSpec) -> Interval:
-    """A leaf's computed values from its ideal ones, |c - w| <= u |w| + eta: no rounding, so
-    neither the sign nor the format's grid is kept (the error may exceed the value)."""
+def _spread(w: Interval, s: RoundSpec, computed: tuple[float, float] | None) -> Interval:
+    """A leaf's computed values from its ideal ones, |c - w| <= u |w| + eta, within the hull of
+    the leaf's computed values: no rounding, so neither the sign nor the format's grid of w is
+    kept (the error may exceed the value)."""
     u = Interval.of(np.full(w.shape, 1 - s.u_rel), np.full(w.shape, 1 + s.u_rel))
-    return w * u + Interval.of(np.full(w.shape, -s.eta), np.full(w.shape, s.eta))
+    r = w * u + Interval.of(np.full(w.shape, -s.eta), np.full(w.shape, s.eta))
+    if computed is not None:
+        lo, hi = np.maximum(r.lo, computed[0]), np.minimum(r.hi, computed[1])
+        ok = lo <= hi
+        r = Interval._new(np.where(ok, lo, r.lo), np.where(ok, hi, r.hi))
+    return r
 
 
 def _rounded(w: Interval, s: RoundSpec) -> Interval:
