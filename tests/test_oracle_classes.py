@@ -306,6 +306,19 @@ def test_region_leaf_error_larger_than_its_value():
     sound(q, point(q, p=[0.5] * 8, b=f32(0.10009765625)))
 
 
+# 19. found by the final fuzzing run: a leaf that saturated (an e2m1 accumulator, an e2m1
+# rounding read through reshapes) is squared; the adjoints must cover the whole segment from
+# the saturated value back to the ideal one, not only the leaf's computed range
+
+def test_saturated_leaf_squared():
+    p = param("p", "i32", -1000, 1000, shape=("N",))
+    q = program([p], [], [matmul(p, p, acc="e2m1") ** 2], dims={"N": 8})
+    sound(q, point(q, p=[-1000] * 8))
+    x = param("x", "f16", 0, 448, shape=("N",))
+    q = program([x], [], [rnd(x, "e2m1", mode="rd", sat=False) ** 2], dims={"N": 8})
+    sound(q, point(q, x=[448.0] * 5 + [0.0, 448.0, 0.0]))
+
+
 def _exp2(x):
     from oracle.build import _un
     return _un("math", x, fn="exp2")

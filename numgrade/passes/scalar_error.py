@@ -170,7 +170,7 @@ class _Eval:
     def __init__(self, prog: ScalarProgram):
         self.prog = prog
         self.needs_segment = any(
-            (n.spec is not None and n.spec.sat and n.args) or
+            (n.spec is not None and n.spec.sat and n.args) or n.computed is not None or
             (n.op == Op.CONST and n.const_exact is not None) for n in prog.nodes)
         # relations between variables make some differences and ratios sign-known
         finals: dict[int, int] = {}
@@ -252,7 +252,8 @@ class _Eval:
                 w = self._tighten(i, n, w, X, vals, dyn, factor)
             pre[i] = w
             if perturbed and n.spec is not None:
-                vals[i] = _spread(w, n.spec, n.computed) if n.op == "perturb" else \
+                vals[i] = _spread(w, n.spec, None if perturbed == SEGMENT else n.computed) \
+                    if n.op == "perturb" else \
                     _perturb(w, n.spec, perturbed == SEGMENT)
                 if dyn is not None and dyn[i] is not None:
                     dyn[i] = _round_form(n, w, dyn[i])
@@ -529,7 +530,8 @@ def _perturb(w: Interval, s: RoundSpec, segment: bool = False) -> Interval:
 
 def _spread(w: Interval, s: RoundSpec, computed: tuple[float, float] | None) -> Interval:
     """A leaf's computed values from its ideal ones, |c - w| <= u |w| + eta, within the hull of
-    the leaf's computed values: no rounding, so neither the sign nor the format's grid of w is
+    the leaf's computed values when given (not on the mean-value segment, which runs from the
+    computed value back to w): no rounding, so neither the sign nor the format's grid of w is
     kept (the error may exceed the value)."""
     u = Interval.of(np.full(w.shape, 1 - s.u_rel), np.full(w.shape, 1 + s.u_rel))
     r = w * u + Interval.of(np.full(w.shape, -s.eta), np.full(w.shape, s.eta))
