@@ -319,6 +319,14 @@ def test_saturated_leaf_squared():
     sound(q, point(q, x=[448.0] * 5 + [0.0, 448.0, 0.0]))
 
 
+# 20. round toward zero saturates a finite overflow but keeps an infinite argument infinite
+
+def test_rz_of_an_overflowed_value_stays_infinite():
+    p = param("p", "f32", -1e30, 1e30)
+    q = program([p], [], [rnd(p ** 2, "f16", mode="rz", sat=False)])
+    sound(q, point(q, p=f32(-9.999999394896025e+29)), point(q, p=1000.0))
+
+
 def _exp2(x):
     from oracle.build import _un
     return _un("math", x, fn="exp2")

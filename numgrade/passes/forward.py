@@ -202,6 +202,9 @@ class ForwardAnalysis:
             return replace(pre, C=Interval.entire(), a=INF,
                            reason=pre.reason or "e8m0 of a value that can be <= 0 is NaN",
                            span=pre.span or span)
+        if spec.sat and spec.keeps_inf and not math.isfinite(cmag):
+            return replace(pre, C=Interval.entire(), a=INF, span=pre.span or span,
+                           reason=pre.reason or f"an infinite value stays infinite in {what}")
         if spec.sat:
             m = spec.max_finite
             low = lowest_finite(spec.fmt)

@@ -46,6 +46,7 @@ class RoundSpec:
     sat: bool
     overflow_at: float   # |x| at or beyond this (before saturation) overflows; inf if never
     rel: float | None = None   # |fl(x) - x| <= rel |x| (normal range) where tighter than u
+    keeps_inf: bool = False    # saturates finite overflow only: an inf argument stays inf (rz)
 
     @property
     def u_rel(self) -> float:
@@ -101,13 +102,15 @@ def round_spec(fmt: Format, mode: str = "rne", sat: bool = False) -> RoundSpec:
         return int_spec(fmt, mode)  # to an integer, saturating
     if fmt.kind == "bool":
         return RoundSpec(fmt, 0.0, 0.0, False, float("inf"))
+    keeps_inf = False
     if not (fmt.has_inf or fmt.has_nan) or mode == "rz":
+        keeps_inf = not sat and fmt.has_inf   # rz of a finite value saturates, of inf not
         sat = True
     u = unit_roundoff(fmt, mode)
     rel = relative_roundoff(fmt, mode)
     return RoundSpec(fmt, u, underflow_eta(fmt, mode), sat,
                      float("inf") if sat else overflow_threshold(fmt, mode),
-                     rel if rel < u else None)
+                     rel if rel < u else None, keeps_inf)
 
 
 def math_spec(fn: str, fmt: Format) -> RoundSpec:

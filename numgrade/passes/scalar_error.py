@@ -20,7 +20,7 @@ Rounded constants contribute ``adj_c * (fl(c) - c)`` with their exact rounding e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
@@ -545,7 +545,12 @@ def _spread(w: Interval, s: RoundSpec, computed: tuple[float, float] | None) -> 
 def _rounded(w: Interval, s: RoundSpec) -> Interval:
     if s.sat:
         m = s.max_finite
+        w0 = w
         w = Interval.of(np.clip(w.lo, -m, m), np.clip(w.hi, -m, m))
+        if s.keeps_inf:   # an infinite argument stays infinite (round toward zero of inf)
+            r = _rounded(w, replace(s, keeps_inf=False))
+            return Interval._new(np.where(w0.lo == -INF, -INF, r.lo),
+                                 np.where(w0.hi == INF, INF, r.hi))
     u = Interval.of(np.full(w.shape, 1 - s.u_rel), np.full(w.shape, 1 + s.u_rel))
     e = Interval.of(np.full(w.shape, -s.eta), np.full(w.shape, s.eta))
     r = w * u + e
