@@ -56,9 +56,12 @@ def test_bounds_finite(prog, fname, dims, outs):
 
 def test_tight_where_the_analysis_converges():
     _, rep = _report("fp8", "quantize_per_tensor", (("M", 4), ("N", 64)))
-    assert rep.outputs[0].abs_error < 40          # e4m3 half-ulp at 448 is 16
+    assert rep.outputs[0].abs_error < 17          # e4m3 half-ulp at 448 is 16
     _, rep = _report("nvfp4", "quantize", (("M", 4), ("N", 64)))
     assert rep.outputs[0].abs_error < 12.5        # |q - 6 x / amax_b| <= 6 (+ margin)
+    # the e4m3 block scales: the overflow of 2688 / amax for tiny tensors is absorbed by
+    # min(., FLT_MAX) (scalar_error.absorbing_clips); 28.6 without that rule
+    assert rep.outputs[1].abs_error < 17
 
 
 def _adversarial(shape, blk, rng, n):

@@ -186,6 +186,7 @@ class _Eval:
                 pair = (finals[c[0]], finals[c[1]])
                 (self.le_pairs if c[2] == "le" else self.absle_pairs).add(pair)
         self.forms = _static_forms(prog) if prog.factored else None
+        self.clips = absorbing_clips(prog)
         self.zvars = sorted(k for k in set().union(*[f[1] for f in self.forms]) if k >= 0) \
             if self.forms else []
 
@@ -787,7 +788,8 @@ def _box_errors_inner(ev: _Eval, X: list[Interval], out: int):
             # an adjoint that is 0 on the whole segment (which reaches inf where the site may
             # overflow) means the output does not move, however far the site's value does
             with np.errstate(invalid="ignore"):
-                t = np.where(g == 0, 0.0, g * site_radius(n, ppre[i], [pv[j] for j in n.args]))
+                t = np.where(g == 0, 0.0, g * site_radius(n, ppre[i], [pv[j] for j in n.args],
+                                                          ev.clips.get(i)))
         elif n.op == Op.CONST and n.const_err:
             t = adj[i].mag() * n.const_err
         else:
@@ -863,12 +865,74 @@ def _is_pow2(x: float | None) -> bool:
     return m == 0.5
 
 
-def site_radius(n: SNode, w: Interval, args: list[Interval]) -> np.ndarray:
+COMPARISONS = {Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE}
+CORRECTLY_ROUNDED = ROUNDED_BINARY | {Op.FMA, Op.ROUND}
+
+
+def absorbing_clips(prog: ScalarProgram) -> dict[int, tuple[float, float]]:
+    """Rounding sites whose result only feeds ``min(., c)`` (or only ``max(., c)``) with c a
+    constant, and comparisons: node -> (lo, hi), the part of the site's value range whose
+    rounding error can reach the output.
+
+    Why: for a correct rounding fl (monotone) and v >= c, fl(v) >= fl(c), so
+    ``|min(fl(v), c) - min(v, c)| <= max(0, c - fl(c)) <= |fl(c) - c|``, the error of a rounding
+    at c, even where fl(v) overflows to inf; for v < c it is at most |fl(v) - v|. So the pair's
+    error is that of a rounding of v clipped to (-inf, c]: the scale rules
+    ``min(448 / amax, FLT_MAX)`` of the FP8/NVFP4 recipes have no overflow error. Comparisons
+    carry no adjoint; the branch-agreement check of the mean-value form covers them."""
+    users: dict[int, list[int]] = {}
+    for j, n in enumerate(prog.nodes):
+        for a in set(n.args):
+            users.setdefault(a, []).append(j)
+    out = set(prog.outputs)
+    clips: dict[int, tuple[float, float]] = {}
+    for i, n in enumerate(prog.nodes):
+        s = n.spec
+        # a correct rounding (monotone, keeps every value of the format); not a math
+        # function's few-ulp model nor a region leaf's spread
+        if s is None or not n.args or s.sat or s.fmt.kind != "float" or i in out or \
+                n.op not in CORRECTLY_ROUNDED or s.u > 2.0 ** (1 - s.fmt.precision):
+            continue
+        caps: dict[str, list[float]] = {Op.MIN: [], Op.MAX: []}
+        ok = bool(users.get(i))
+        for j in users.get(i, ()):
+            m = prog.nodes[j]
+            if m.op in COMPARISONS:
+                continue
+            if m.op not in caps or len(m.args) != 2 or m.args[0] == m.args[1]:
+                ok = False
+                break
+            c = prog.nodes[m.args[1] if m.args[0] == i else m.args[0]]
+            if c.op != Op.CONST or c.const is None or not math.isfinite(c.const):
+                ok = False
+                break
+            # the min sees the rounded constant in the computed program, the exact one in
+            # the ideal: clip at the farther of the two
+            exact = c.const_exact
+            if m.op == Op.MIN:
+                caps[m.op].append(c.const if exact is None else max(c.const, up(exact)))
+            else:
+                caps[m.op].append(c.const if exact is None else min(c.const, down(exact)))
+        if not ok or (caps[Op.MIN] and caps[Op.MAX]) or not (caps[Op.MIN] or caps[Op.MAX]):
+            continue
+        clips[i] = (-INF, max(caps[Op.MIN])) if caps[Op.MIN] else (min(caps[Op.MAX]), INF)
+    return clips
+
+
+def site_radius(n: SNode, w: Interval, args: list[Interval],
+                clip: tuple[float, float] | None = None) -> np.ndarray:
     """Per box, the largest absolute rounding error of this site: u * 2^floor(log2 |w|) + eta
     (half an ulp of the largest |w|, FPTaylor's improved model), and 0 where the operation is
     provably exact on the whole box (Sterbenz subtraction, scaling by a power of two in the
-    normal range, adding an exact zero)."""
+    normal range, adding an exact zero). ``clip`` (see absorbing_clips): only values of w in
+    [lo, hi] have an error that reaches the output."""
     s = n.spec
+    empty = np.zeros(w.shape, bool)
+    if clip is not None:
+        lo_c, hi_c = clip
+        empty = (w.lo >= hi_c) | (w.hi <= lo_c)
+        w = Interval._new(np.where(empty, 0.0, np.maximum(w.lo, lo_c)),
+                          np.where(empty, 0.0, np.minimum(w.hi, hi_c)))
     mag = w.mag()
     if s.sat:
         m = s.max_finite
@@ -878,6 +942,7 @@ def site_radius(n: SNode, w: Interval, args: list[Interval]) -> np.ndarray:
         if math.isfinite(s.overflow_at):
             # an overflow to inf is no small perturbation: only the enclosures bound it
             r = np.where(mag >= s.overflow_at, INF, r)
+    r = np.where(empty, 0.0, r)
     if not n.fits:
         # an operand is not a value of the working format: even Sterbenz, + 0 and scaling by
         # a power of two round (let d: bf16 = a - b over f32 a and b)
@@ -921,7 +986,8 @@ def _point_estimate_inner(ev: _Eval, mids: np.ndarray, out: int) -> np.ndarray:
             feasible &= vals[c[0]].midpoint() <= c[3] * mids[:, c[1]]
     for i, n in enumerate(ev.prog.nodes):
         if n.spec is not None and n.args:
-            est = est + np.abs(adj[i].midpoint()) * site_radius(n, pre[i], [vals[j] for j in n.args])
+            est = est + np.abs(adj[i].midpoint()) * site_radius(
+                n, pre[i], [vals[j] for j in n.args], ev.clips.get(i))
         elif n.op == Op.CONST and n.const_err:
             est = est + np.abs(adj[i].midpoint()) * n.const_err
     return np.where(np.isfinite(est) & feasible, est, 0.0)
@@ -960,6 +1026,7 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
     if prog.zero_split and nv:
         lo, hi = zero_split(lo, hi, prog.zero_split)
     best_lower = 0.0
+    best_rel_lower = 0.0
     it = 0
     converged = False
     done_bound = 0.0      # max bound over boxes retired because they cannot matter
@@ -992,22 +1059,29 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
         est = _point_estimate(ev, mids, out) if nv else bound
         if prog.factored:  # an estimate at a point of a box never exceeds the box's bound
             est = np.minimum(est, bound)
-        if objective == "rel":  # search for the largest relative bound instead
-            with np.errstate(all="ignore"):
-                est = np.where(np.abs(ival.midpoint()) > 0, est / np.abs(ival.midpoint()), 0.0)
-            score, done_score = rel_box, rel_max
-        else:
-            score, done_score = bound, done_bound
         best_lower = max(best_lower, float(np.max(est)) if est.size else 0.0)
-        upper_score = max(float(np.max(score)), done_score)
+        if objective == "rel":
+            # search for the largest relative bound, and keep the absolute one (which callers
+            # also use) within the same tolerance: a box's score is its worse excess over the
+            # best estimates
+            with np.errstate(all="ignore"):
+                est_rel = np.where(np.abs(ival.midpoint()) > 0, est / np.abs(ival.midpoint()),
+                                   0.0)
+                best_rel_lower = max(best_rel_lower, float(np.max(est_rel)) if est.size else 0.0)
+                score = np.maximum(_excess(rel_box, best_rel_lower), _excess(bound, best_lower))
+            done_score = max(_excess(rel_max, best_rel_lower), _excess(done_bound, best_lower))
+            goal = 1 + tol
+        else:
+            score, done_score, goal = bound, done_bound, best_lower * (1 + tol)
+        upper_score = max(float(np.max(score)), float(done_score))
         upper = max(float(np.max(bound)), done_bound)
         spent += len(prog.nodes) * (lo.shape[0] + ITERATION_WORK)
-        if upper_score <= best_lower * (1 + tol) or it >= max_iters or nv == 0 or \
+        if upper_score <= goal or it >= max_iters or nv == 0 or \
                 spent >= work or not math.isfinite(upper_score) and it > 40:
-            converged = upper_score <= best_lower * (1 + tol)
+            converged = upper_score <= goal
             break
         # boxes whose bound is already within tolerance of the best lower estimate retire
-        keep = score > best_lower * (1 + tol)
+        keep = score > goal
         if (~keep).any():
             done_bound = max(done_bound, float(np.max(bound[~keep])))
             rel_max = max(rel_max, float(np.max(rel_box[~keep])))
@@ -1058,6 +1132,13 @@ def analyse(prog: ScalarProgram, out_index: int = 0, *, tol: float = 0.02,
     share = {k: v / total for k, v in site_tot.items()}
     return ScalarBound(abs_err, rel, (ideal_hull[0], ideal_hull[1]), (comp_hull[0], comp_hull[1]),
                        int(lo.shape[0]), it, converged, best_lower, site_share=share)
+
+
+def _excess(bound, lower: float):
+    """How far a bound is above the best lower estimate (1: equal; inf: no estimate yet)."""
+    with np.errstate(all="ignore"):
+        return np.where(bound <= 0, 0.0, bound / lower) if lower > 0 else \
+            np.where(bound <= 0, 0.0, INF)
 
 
 def zero_split(lo: np.ndarray, hi: np.ndarray, zs: dict[int, float]):
