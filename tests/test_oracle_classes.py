@@ -342,6 +342,34 @@ def test_overflow_absorbed_by_min_is_bounded_tightly():
     # the worst measured error is 0.95 of the bound (3x looser before the clip rule)
     assert res.worst_ratio > 0.5, res.bounds
 
+
+# 22. signed zeros: the computed divisor may be -0 (-(x * 0), x * -0.0, a negative product
+# that underflows), and x / -0 is -inf where the ideal x / 0 is +inf; |x| never is -0
+
+@pytest.mark.parametrize("case", ["neg", "negconst", "negx", "underflow"])
+def test_division_by_a_negative_zero(case):
+    if case == "neg":
+        x = param("x", "f32", 1, 2)
+        d = -(x * 0.0)
+    elif case == "negconst":
+        x = param("x", "f32", 1, 2)
+        d = x * -0.0
+    elif case == "negx":
+        x = param("x", "f32", -2, -1)
+        d = x * 0.0
+    else:
+        x = param("x", "f16", -1, -0.5)
+        d = x * 0.0001
+    q = program([x], [], [_min2(1.0 / d, 5.0)])
+    sound(q, point(q, x=-1.0 if case in ("negx", "underflow") else 1.0))
+
+
+def test_division_by_an_absolute_zero_stays_bounded():
+    x = param("x", "f32", -2, 2)
+    q = program([x], [], [_min2(1.0 / abs_(x * 0.0), 5.0)])
+    res = check(q, point(q, x=-1.0), point(q, x=1.0))
+    assert res.status == "ok" and res.bounds[0]["abs"] is not None, explain(res)
+
 def _exp2(x):
     from oracle.build import _un
     return _un("math", x, fn="exp2")

@@ -21,6 +21,7 @@ approximations) for the bounds to hold.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..ir import nodes as N
@@ -242,3 +243,39 @@ def judge(v: Value) -> Judgement:
     if op in N.UNARY_MATH and op != Op.SQRT:
         return Judgement(fmt, rounding_into(fmt, srcs, math_fn=op), fit, disc)
     return Judgement(fmt, rounding_into(fmt, srcs), fit, disc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Signed zeros. The ideal program computes over the reals, where 0 has no sign (x / 0 is taken
+# as +-inf by the sign of x); the computed program may hold -0 (-(x * 0), a negative product
+# that underflows, a -0.0 input), and x / -0 or rsqrt(-0) is an infinity of the other sign.
+
+_SIGN_CLEAR_OPS = {Op.ABS, Op.EXP, Op.EXP2, Op.SIGMOID, Op.RAND, Op.ARANGE, Op.DIM}
+# results that are +0 (never -0) and non-negative when every operand is
+_SIGN_CLEAR_IF_OPERANDS = {Op.ADD, Op.MUL, Op.DIV, Op.FMA, Op.SQRT, Op.MIN, Op.MAX, Op.WHERE,
+                           Op.ROUND, Op.SUM, Op.MEAN, Op.RMAX, Op.RMIN, Op.MATMUL} | N.MOVEMENT
+
+
+def sign_bit_clear(v: Value, _memo: dict[int, bool] | None = None) -> bool:
+    """True when every computed value of v is +0 or positive (never -0, never negative), from
+    the operations alone: |x|, exp, a max of such values, sums and products of them. A divisor
+    for which this fails may be -0 where its range touches 0."""
+    memo = {} if _memo is None else _memo
+    key = id(v)
+    if key in memo:
+        return memo[key]
+    t = v.type
+    fmt = t.fmt if isinstance(t, N.TensorType) else None
+    if fmt is not None and (fmt.kind in ("int", "bool") or not fmt.signed):
+        res = True    # integers and truth values have no -0; unsigned formats no sign
+    elif v.op == Op.CONST:
+        res = all(not (math.copysign(1.0, x) < 0) for x in v.attrs[0])
+    elif v.op in _SIGN_CLEAR_OPS:
+        res = True
+    elif v.op in _SIGN_CLEAR_IF_OPERANDS:
+        srcs = v.srcs[1:] if v.op == Op.WHERE else v.srcs
+        res = all(sign_bit_clear(s, memo) for s in srcs)
+    else:
+        res = False   # parameters (an input may be -0.0), negation, subtraction, ...
+    memo[key] = res
+    return res

@@ -32,7 +32,7 @@ from . import interval as I
 from .inline import inline_calls
 from .interval import Interval
 from .outward import down, up
-from .rounding_model import DISCONTINUOUS, RoundSpec, judge
+from .rounding_model import DISCONTINUOUS, RoundSpec, judge, sign_bit_clear
 
 INF = float("inf")
 
@@ -187,6 +187,7 @@ class _Eval:
                 (self.le_pairs if c[2] == "le" else self.absle_pairs).add(pair)
         self.forms = _static_forms(prog) if prog.factored else None
         self.clips = absorbing_clips(prog)
+        self.negzero = _negative_zero_divisors(prog)
         self.zvars = sorted(k for k in set().union(*[f[1] for f in self.forms]) if k >= 0) \
             if self.forms else []
 
@@ -247,6 +248,8 @@ class _Eval:
                 w, ok = _apply(n.op, a)
                 if ok is not None:
                     decided_ok &= ok
+                if perturbed and i in self.negzero:
+                    w = _through_negative_zero(n.op, a, w)
                 if len(n.args) == 2 and (self.le_pairs or self.absle_pairs):
                     w = self._relate(n, w)
             if dyn is not None and w is not None:
@@ -840,6 +843,31 @@ def _box_errors_inner(ev: _Eval, X: list[Interval], out: int):
         ~np.isfinite(iv[out].lo) | ~np.isfinite(iv[out].hi)
     bound = np.where(bad, INF, bound)
     return bound, iv[out], pv[out], terms
+
+
+def _negative_zero_divisors(prog: ScalarProgram) -> set[int]:
+    """Divisions and rsqrt whose divisor may be -0 in the computed program (see
+    rounding_model.sign_bit_clear): there x / 0 can be an infinity of either sign."""
+    out = set()
+    memo: dict[int, bool] = {}
+    for i, n in enumerate(prog.nodes):
+        if n.op in (Op.DIV, Op.RSQRT):
+            d = prog.nodes[n.args[-1]]
+            if d.value is None or not sign_bit_clear(d.value, memo):
+                out.add(i)
+    return out
+
+
+def _through_negative_zero(op: str, a: list[Interval], w: Interval) -> Interval:
+    """The computed result of x / y (rsqrt(y)) where y's range holds 0 and y may be -0:
+    x / -0 is -inf for x > 0 and +inf for x < 0 (rsqrt(-0) is -inf)."""
+    y = a[-1]
+    z = (y.lo <= 0) & (y.hi >= 0)
+    if op == Op.RSQRT:
+        return Interval._new(np.where(z, -INF, w.lo), w.hi)
+    x = a[0]
+    return Interval._new(np.where(z & (x.hi > 0), -INF, w.lo),
+                         np.where(z & (x.lo < 0), INF, w.hi))
 
 
 def _has_zero(x: Interval) -> np.ndarray:
