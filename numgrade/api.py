@@ -241,21 +241,28 @@ class Function:
 
         return plan_fusion(inline_calls(self.module.ir, self.ir))
 
-    def kernels(self, packed_e2m1: bool = False, scale_layout: str = "rowmajor"):
+    def kernels(self, packed_e2m1: bool = False, scale_layout: str = "rowmajor",
+                exact: bool = True):
         """The lowered kernel program (kernel/ir.py) that every kernel backend starts from,
-        with the storage options of kernels/packing.py applied."""
+        with the storage options of kernels/packing.py applied. ``exact``: the exact contract
+        (bit-identical to the reference); False: the fast contract (SPEC section 3)."""
         from .kernels.lower import lower_function
         from .kernels.packing import StorageOptions, apply_storage
 
         opts = StorageOptions.make(packed_e2m1, scale_layout)
-        if getattr(self, "_kernels", None) is None:
-            self._kernels = lower_function(self.module.ir, self.ir)
-        return apply_storage(self._kernels, self.ir, opts)
+        cache = self.__dict__.setdefault("_kernels_by_contract", {})
+        if exact not in cache:
+            cache[exact] = lower_function(self.module.ir, self.ir, exact=exact)
+        return apply_storage(cache[exact], self.ir, opts)
 
     def compile(self, backend: str = "reference", packed_e2m1: bool = False,
-                scale_layout: str = "rowmajor") -> "CompiledFunction":
+                scale_layout: str = "rowmajor", exact: bool = False) -> "CompiledFunction":
         """Bind to a backend; ``packed_e2m1`` / ``scale_layout`` are storage options of the
-        kernel backends (kernels/packing.py): such results come back as uint8 bytes."""
+        kernel backends (kernels/packing.py): such results come back as uint8 bytes.
+
+        ``exact=False`` (the default) is the fast contract: the kernel may sum in any order and
+        use the target's math library, and its results lie within ``analyze(target=...)``'s
+        bound; ``exact=True`` gives results bit-identical to the reference backend."""
         from .backends.registry import get_backend
         from .kernels.packing import StorageOptions
 
@@ -268,18 +275,19 @@ class Function:
             ok, why = be.available()
             if not ok:
                 raise GradeError(f"backend '{backend}' cannot run here: {why}")
-        cf = CompiledFunction(self, backend, opts)
+        cf = CompiledFunction(self, backend, opts, exact)
         if not opts.is_default:  # an unpackable layout is reported now, not at the first call
-            cf._program = self.kernels(opts.packed_e2m1, opts.scale_layout)
+            cf._program = self.kernels(opts.packed_e2m1, opts.scale_layout, exact)
         return cf
 
     def emit(self, backend: str, packed_e2m1: bool = False,
-             scale_layout: str = "rowmajor") -> str:
-        """The generated source of every kernel of this function for `backend`, as text."""
+             scale_layout: str = "rowmajor", exact: bool = False) -> str:
+        """The generated source of every kernel of this function for `backend`, as text
+        (the fast contract unless ``exact``)."""
         from .backends.registry import get_backend
 
         be = get_backend(backend)
-        return be.emit(self.kernels(packed_e2m1, scale_layout))
+        return be.emit(self.kernels(packed_e2m1, scale_layout, exact))
 
     def tune(self, budget: "str | float", target: str = "sm_90", *, pin_outputs: bool = False,
              respect_pins: bool = True, formats: "tuple[str, ...] | None" = None, **dims: int):
@@ -302,10 +310,11 @@ class Function:
 class CompiledFunction:
     """A function bound to a backend; call it like the function."""
 
-    def __init__(self, fn: Function, backend: str, storage=None):
+    def __init__(self, fn: Function, backend: str, storage=None, exact: bool = False):
         self.fn = fn
         self.backend = backend
         self.storage = storage  # kernels.packing.StorageOptions, None for the defaults
+        self.exact = exact      # the execution contract (SPEC section 3)
         self._launcher = None
         self._program = None
 
@@ -336,8 +345,8 @@ class CompiledFunction:
 
         if self._program is None:
             opts = self.storage
-            self._program = self.fn.kernels(opts.packed_e2m1, opts.scale_layout) if opts \
-                else self.fn.kernels()
+            self._program = self.fn.kernels(opts.packed_e2m1, opts.scale_layout, self.exact) \
+                if opts else self.fn.kernels(exact=self.exact)
         program = self._program
         if self._launcher is None:
             self._launcher = get_backend(self.backend).build(program)

@@ -40,6 +40,8 @@ def _build() -> argparse.ArgumentParser:
                    help="sizes for randomly generated inputs (default 16)")
     r.add_argument("--out", metavar="OUT.npz")
     r.add_argument("--backend", default="reference")
+    r.add_argument("--exact", action="store_true",
+                   help="kernel backends: the exact contract (bit-identical to the reference)")
     i = sub.add_parser("ir", help="print the IR")
     i.add_argument("file")
     i.add_argument("fn", nargs="?")
@@ -54,6 +56,9 @@ def _build() -> argparse.ArgumentParser:
                     help="store e2m1 results two codes per byte (low nibble first)")
     em.add_argument("--scale-layout", default="rowmajor", choices=["rowmajor", "swizzled_128x4"],
                     help="layout of block-scale results (swizzled_128x4: cuBLAS's tiled layout)")
+    em.add_argument("--exact", action="store_true",
+                    help="the exact contract: bit-identical to the reference interpreter "
+                         "(default: the fast contract, within analyze(target=...)'s bound)")
     sub.add_parser("stdlib", help="list the stdlib programs")
     ex = sub.add_parser("export", help="write a function (and its callees) as Grade source "
                                        "with every format explicit")
@@ -178,7 +183,7 @@ def _cmd_run(a) -> int:
         args = _random_inputs(fn, given, a.random or 0, dims)
     except (ValueError, MemoryError, OverflowError) as ex:
         raise GradeError(f"cannot make random inputs for {a.fn}(): {ex}") from None
-    res = fn.compile(a.backend)(*args, seed=a.random)
+    res = fn.compile(a.backend, exact=a.exact)(*args, seed=a.random)
     outs = res if fn.ir.result_is_tuple else (res,)
     if a.out:
         arrays = {f"out{i}": _savable(o) for i, o in enumerate(outs)}
@@ -396,7 +401,8 @@ def _cmd_emit(a) -> int:
     from pathlib import Path
 
     mod = api.load(a.file)
-    src = mod[a.fn].emit(a.backend, packed_e2m1=a.packed_e2m1, scale_layout=a.scale_layout)
+    src = mod[a.fn].emit(a.backend, packed_e2m1=a.packed_e2m1, scale_layout=a.scale_layout,
+                         exact=a.exact)
     if a.out is None:
         print(src)
         return 0

@@ -291,6 +291,7 @@ class KernelProgram:
     # own (the key is stream_key folded along it from the seed)
     streams: dict[str, tuple[int, ...]] = field(default_factory=dict)
     fusion: Any = None  # the FusionPlan it came from (bytes before/after), for reports
+    contract: str = "exact"  # "exact": bit-identical to the reference; "fast" (SPEC section 3)
 
 
 # ---------------------------------------------------------------------------------------------

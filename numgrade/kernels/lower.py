@@ -103,6 +103,7 @@ class _ProgramBuilder:
         self.streams: dict[str, tuple[int, ...]] = {}
         self.paths: dict[int, tuple[int, ...]] = {}  # fresh stream ordinal -> call path
         self.kernels: list[Kernel] = []
+        self.fast = False    # the fast execution contract (FAST_CONTRACT)
 
     # --- names --------------------------------------------------------------------------
     def dim(self, d: Dim) -> KExpr:
@@ -127,19 +128,21 @@ class _ProgramBuilder:
         return name
 
 
-def lower_function(module: N.Module, fn: N.Function) -> KernelProgram:
-    """Fuse and lower one function of a module."""
+def lower_function(module: N.Module, fn: N.Function, exact: bool = True) -> KernelProgram:
+    """Fuse and lower one function of a module, under the exact contract (bit-identical to
+    the reference) or the fast one (see FAST_CONTRACT)."""
     bound, caller, paths = bind_streams(module, fn)  # calls with the rand effect
     flat = inline_calls(bound, caller)
     plan = plan_fusion(flat)
-    return _lower(plan, fn, paths)
+    return _lower(plan, fn, paths, exact)
 
 
 def _lower(plan: FusionPlan, orig: N.Function,
-           paths: dict[int, tuple[int, ...]] | None = None) -> KernelProgram:
+           paths: dict[int, tuple[int, ...]] | None = None, exact: bool = True) -> KernelProgram:
     fn = plan.fn
     pb = _ProgramBuilder(fn, plan)
     pb.paths = paths or {}
+    pb.fast = not exact
     inputs = []
     for i, p in enumerate(fn.params):
         name = safe_ident(p.name, f"in{i}")
@@ -165,6 +168,7 @@ def _lower(plan: FusionPlan, orig: N.Function,
                          sorted({d.plain_symbol() for d in pb.dims.values() if d.plain_symbol()}),
                          pb.dims, pb.streams, plan)
     prog.constants = pb.const_data  # type: ignore[attr-defined]
+    prog.contract = "exact" if exact else "fast"
     return prog
 
 
