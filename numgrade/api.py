@@ -203,10 +203,13 @@ class Function:
         return outs if self.ir.result_is_tuple else outs[0]
 
     def analyze(self, tier: str = "auto", work: int | None = None,
-                time_limit: float | None = None, **dims: int):
+                time_limit: float | None = None, target: str | None = None, **dims: int):
         """Sound ranges and forward error bounds of every output (SPEC section 3 and 6).
 
         Sizes left symbolic can be bound here: ``f.analyze(N=1024)``. Returns a Report.
+        ``target`` ('cpu', 'sm_90', 'sm_100', 'reference'; None: every target) names the
+        execution the bound is for; the bound covers both contracts there (the fast kernel and
+        the exact one), and ``rep.coeffects['execution_model']`` says what it assumes.
         ``work`` is the branch and bound budget in work units (program nodes evaluated on
         boxes; scalar tier: per output, tensor tier: per elementwise region); None takes the
         default. Bounds never depend on wall-clock time, so ``time_limit`` (deprecated) is
@@ -223,8 +226,12 @@ class Function:
         if work is not None and (isinstance(work, bool) or not isinstance(work, int) or
                                  work <= 0):
             raise GradeError(f"work must be a positive integer (work units), got {work!r}")
+        from .passes.rounding_model import TARGETS
+
+        if target is not None and target not in TARGETS[1:]:
+            raise GradeError(f"unknown target '{target}' (one of: {', '.join(TARGETS[1:])})")
         rep = analyze_function(self.module.ir, self.ir, dims,
-                               AnalysisOptions(tier=tier, work=work))
+                               AnalysisOptions(tier=tier, work=work, target=target))
         try:
             plan = self.fusion()
         except GradeError:
@@ -322,7 +329,10 @@ class CompiledFunction:
         from .backends.reference import Interpreter
 
         ir = self.fn.ir
-        arrays, family = _to_arrays(_bind_kwargs(args, kwargs, ir), ir)
+        # the kernel backends take arguments in their own dtypes and give results in their
+        # formats' dtypes (no float64 round trip, kernels/runtime.py); the reference float64
+        native = self.backend != "reference"
+        arrays, family = _to_arrays(_bind_kwargs(args, kwargs, ir), ir, native)
         try:
             if self.backend == "reference":
                 outs = Interpreter(self.fn.module.ir).run(ir.name, arrays, seed)
@@ -350,7 +360,7 @@ class CompiledFunction:
         program = self._program
         if self._launcher is None:
             self._launcher = get_backend(self.backend).build(program)
-        return run_program(program, self._launcher, self.fn.ir, arrays, seed)
+        return run_program(program, self._launcher, self.fn.ir, arrays, seed, native=True)
 
 
 def fusion_summary(plan, dims: dict[str, int] | None = None) -> dict[str, Any]:
@@ -379,12 +389,16 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "detach")
 
 
-def _torch_to_numpy(x) -> np.ndarray:
+def _torch_to_numpy(x, native: bool = False) -> np.ndarray:
+    """A float64 copy of a tensor's values; ``native``: float32, float64 and int32 tensors are
+    shared through DLPack instead (no copy for a CPU tensor)."""
     import torch
 
     if x.is_complex() or x.layout != torch.strided:
         raise GradeError(f"unsupported tensor (dtype {x.dtype}, layout {x.layout})")
     t = x.detach().cpu()
+    if native and t.dtype in (torch.float32, torch.float64, torch.int32):
+        return np.from_dlpack(t)
     if t.dtype in (torch.float32, torch.float64, torch.float16, torch.int32, torch.int64,
                    torch.bool, torch.int16, torch.int8, torch.uint8):
         return t.numpy().astype(np.float64)
@@ -414,7 +428,11 @@ def _bind_kwargs(args: tuple, kwargs: dict, fn: N.Function) -> tuple:
 _MISSING = object()
 
 
-def _to_arrays(args, fn: N.Function) -> tuple[list[np.ndarray], str]:
+def _to_arrays(args, fn: N.Function, native: bool = False) -> tuple[list[np.ndarray], str]:
+    """Arguments as float64 arrays of exact values, and the caller's array family.
+    ``native``: numpy arrays of the int, uint, float and bool kinds (and float32, float64,
+    int32 tensors) are kept in their own dtype, for the kernel backends' runtime to take as
+    they are or convert (kernels/runtime.py)."""
     family = "numpy"
     out = []
     if len(args) != len(fn.params):
@@ -422,7 +440,7 @@ def _to_arrays(args, fn: N.Function) -> tuple[list[np.ndarray], str]:
     for a, p in zip(args, fn.params):
         if _is_torch(a):
             family = "torch"
-            out.append(_torch_to_numpy(a))
+            out.append(_torch_to_numpy(a, native))
             continue
         if isinstance(a, (complex, np.complexfloating)):
             raise GradeError(f"argument '{p.name}': complex numbers are not supported")
@@ -434,7 +452,9 @@ def _to_arrays(args, fn: N.Function) -> tuple[list[np.ndarray], str]:
                     from None
             continue
         if isinstance(a, np.ndarray):
-            if format_of_dtype(a.dtype) is not None:
+            if native and a.dtype.kind in "iufb" and a.dtype.type.__module__ == "numpy":
+                out.append(a)  # numpy's own dtypes (not ml_dtypes'): the runtime converts
+            elif format_of_dtype(a.dtype) is not None:
                 out.append(from_storage(a))
             elif a.dtype.kind in "iufb":
                 out.append(a.astype(np.float64))
@@ -457,6 +477,24 @@ _TORCH_DTYPES = {"f64": "float64", "f32": "float32", "f16": "float16", "bf16": "
                  "e4m3": "float8_e4m3fn", "e5m2": "float8_e5m2", "i32": "int32", "bool": "bool"}
 
 
+def _native_result(x: np.ndarray, fmt: Format, family: str):
+    """A result already in its format's numpy dtype (the kernel backends' runtime): numpy as it
+    is; torch without a copy where torch has the dtype (a view of the same bytes), float32
+    holding the exact values where it has not (e2m1, e8m0), as the float64 path gives."""
+    if family != "torch":
+        return x if x.ndim else x[()]
+    import torch
+
+    name = _TORCH_DTYPES.get(fmt.name)
+    x = np.ascontiguousarray(x).reshape(x.shape)  # (ascontiguousarray makes 0-d 1-d)
+    if name is None or not hasattr(torch, name):
+        return torch.from_numpy(x.astype(np.float32))
+    want = getattr(torch, name)
+    if x.dtype.kind in "fiub" and x.dtype.type.__module__ == "numpy":  # torch knows the dtype
+        return torch.from_numpy(x).to(want)
+    return torch.from_numpy(x.view(f"u{x.dtype.itemsize}")).view(want)
+
+
 def _stored_result(x: np.ndarray, family: str):
     """A result in a packed or tiled storage layout: its uint8 bytes (kernels/packing.py)."""
     from .kernels.packing import to_family
@@ -465,6 +503,9 @@ def _stored_result(x: np.ndarray, family: str):
 
 
 def _from_array(x: np.ndarray, fmt: Format, family: str):
+    x = np.asarray(x)
+    if x.dtype == np.dtype(fmt.np_dtype) and x.dtype != np.float64:
+        return _native_result(x, fmt, family)
     x = np.asarray(x, dtype=np.float64)
     if family == "torch":
         import torch

@@ -70,6 +70,9 @@ def _build() -> argparse.ArgumentParser:
     an.add_argument("fn", nargs="?", help="the function (default: every function of FILE)")
     an.add_argument("--dim", action="append", default=[], metavar="N=1024",
                     help="bind a size symbol for the analysis")
+    an.add_argument("--target", default=None, choices=("cpu", "sm_90", "sm_100", "reference"),
+                    help="the execution the bound is for (default: every target; the report "
+                         "names the model)")
     _report_args(an)
     tu = sub.add_parser("tune", help="the cheapest per-operation formats whose sound bound "
                                      "meets an error budget")
@@ -219,7 +222,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
                    help="html: time budget for measuring one function (default 5)")
 
 
-def _safe_analyze(fn: api.Function, tier: str, dims: dict[str, int]):
+def _safe_analyze(fn: api.Function, tier: str, dims: dict[str, int], target: str | None = None):
     """fn.analyze(); an internal failure becomes null bounds with the reason (GradeErrors,
     the user's mistakes, propagate)."""
     import warnings
@@ -227,7 +230,7 @@ def _safe_analyze(fn: api.Function, tier: str, dims: dict[str, int]):
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
-            return fn.analyze(tier=tier, **dims)
+            return fn.analyze(tier=tier, target=target, **dims)
     except GradeError:
         raise
     except RecursionError:
@@ -327,7 +330,7 @@ def _cmd_analyze(a) -> int:
         starts = [mod[n].ir.span.line for n in mod.functions if mod[n].ir.span is not None]
     for f in fns:
         fd = dims if a.fn else {k: v for k, v in dims.items() if k in f.ir.dims}
-        rep = _safe_analyze(f, a.tier, fd)
+        rep = _safe_analyze(f, a.tier, fd, getattr(a, "target", None))
         reports.append(rep)
         if a.format == "html":
             sources.append(render.function_source(f.ir, text, rep.source_file, starts)

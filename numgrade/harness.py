@@ -447,13 +447,15 @@ _TENSOR_PATTERNS = ("lo", "hi", "zero", "alt", "signs", "specials", "ramp", "spi
 class _Runner:
     """Computed and ideal outputs of a batch of inputs, as flat per-output arrays."""
 
-    def __init__(self, fn, spaces: list[ParamSpace]):
+    def __init__(self, fn, spaces: list[ParamSpace], computed=None):
         self.fn = fn
         self.spaces = spaces
         self.ir: N.Function = fn.ir
         self.module_ir = fn.module.ir
         self.rand = "rand" in self.ir.effects or self.ir.rand_consumers > 0
-        self.mode = "batch" if self._batchable() else "loop"
+        # the computed program: the reference, or a compiled kernel (fn.compile(...))
+        self.computed = computed
+        self.mode = "batch" if computed is None and self._batchable() else "loop"
         self.validated = False
 
     def _batchable(self) -> bool:
@@ -462,7 +464,7 @@ class _Runner:
     # one sample through the public API -----------------------------------------------------
     def _api(self, args: list[np.ndarray], seed: int | None):
         pargs = [float(a) if np.ndim(a) == 0 else a for a in args]
-        c = self.fn(*pargs, seed=seed)
+        c = (self.computed or self.fn)(*pargs, seed=seed)
         i = self.fn.ideal(*pargs, seed=seed, as_float=False)
         if not self.ir.result_is_tuple:
             c, i = (c,), (i,)
@@ -645,7 +647,7 @@ class _Acc:
 
 
 class _Session:
-    def __init__(self, fn, dims, seed, program, loader, wide, keep):
+    def __init__(self, fn, dims, seed, program, loader, wide, keep, computed=None):
         self.fn = fn
         self.ir = fn.ir
         self.dims = dims
@@ -654,7 +656,7 @@ class _Session:
         self.program = program
         self.loader = loader
         self.spaces = [ParamSpace(p, dims, wide) for p in self.ir.params]
-        self.runner = _Runner(fn, self.spaces)
+        self.runner = _Runner(fn, self.spaces, computed)
         self.accs: list[_Acc] = []
         self.pool: list[tuple[float, list[np.ndarray], int | None]] = []   # (score, input, seed)
         self.pool_size = 8
@@ -888,7 +890,7 @@ def check(fn, dims: dict[str, int] | None = None, n_samples: int = 100, seed: in
           search_samples: int | None = None, batch_size: int = 256,
           time_limit: float | None = None, report=None, program: str | None = None,
           wide: bool = True, analyze_kwargs: dict | None = None,
-          batch: bool = True) -> list[OutputCheck]:
+          batch: bool = True, computed=None) -> list[OutputCheck]:
     """Check the analysis' claims for every output of ``fn`` on sampled inputs.
 
     ``dims`` binds symbolic sizes (missing ones get :func:`default_dims`); ``n_samples`` random
@@ -896,6 +898,8 @@ def check(fn, dims: dict[str, int] | None = None, n_samples: int = 100, seed: in
     then ``search_samples`` search evaluations (default ``n_samples // 2``). ``report`` may
     pass a precomputed ``fn.analyze(**dims)``. ``time_limit`` (seconds) stops early.
     ``batch=False`` evaluates every sample through the public API even where batching applies.
+    ``computed``: the callable whose results are checked (default: ``fn`` itself, the reference
+    backend), e.g. ``fn.compile("tvm")``, a fast kernel, against the same ideal values.
     Returns one :class:`OutputCheck` per output; a claim is checked where it is not None.
     """
     t0 = time.perf_counter()
@@ -923,7 +927,7 @@ def check(fn, dims: dict[str, int] | None = None, n_samples: int = 100, seed: in
         for c in checks:
             c.seconds = time.perf_counter() - t0
         return checks
-    sess = _Session(fn, dims, seed, program, loader, wide, keep=3)
+    sess = _Session(fn, dims, seed, program, loader, wide, keep=3, computed=computed)
     sess.accs = [_Acc(c) for c in checks]
     if not batch:
         sess.runner.mode = "loop"

@@ -160,6 +160,10 @@ def render_text(reports: Sequence[Report]) -> str:
         if target:
             lines.append("  target needs:")
             lines.extend(f"    {t}" for t in target)
+        model = (rep.coeffects or {}).get("execution_model")
+        if model:
+            lines.append(f"  execution model: target {model['target']}, contracts "
+                         f"{' and '.join(model['contracts'])}; math: {model['math']}")
         if rep.warnings:
             lines.append("  warnings:")
             lines.extend(f"    {w}" for w in rep.warnings)

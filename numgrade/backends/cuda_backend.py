@@ -229,8 +229,10 @@ class ExprPrinter:
                 return f"(({C_TYPES[t]}){a[0]})"
             raise ValueError(f"bitcast {src} -> {t}")
         if op in _MATH:
+            if t == "f32":   # the fast contract: libdevice's / libm's single precision
+                return f"{op}f({_strip(a[0])})"
             if t != "f64":
-                raise ValueError(f"{op} on {t} (math ops are f64 only)")
+                raise ValueError(f"{op} on {t} (math ops are f64 and f32 only)")
             self.helpers.add(f"ng_{op}")
             return f"ng_{op}({_strip(a[0])})"
         if t in FLOAT_DTYPES:

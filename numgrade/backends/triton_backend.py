@@ -28,8 +28,10 @@ bit equal to the reference semantics.
   bit; ``rint`` is ``(|x| + 2**52) - 2**52`` with the sign copied back (exact for RNE);
   ``trunc`` is floor/ceil by sign. Float literals are ``repr`` (round-trips) or, for -0.0,
   inf and NaN, a bitcast of the integer bit pattern. Every literal is a typed ``tl.full``.
-* Math ops (f64 only): ``tl.exp log sin cos exp2 log2`` and libdevice ``tanh`` on a GPU (so a
-  GPU may differ from the host libm in the last place); under the interpreter they are numpy's.
+* Math ops: f64 ``tl.exp log sin cos exp2 log2`` and libdevice ``tanh`` on a GPU (so a
+  GPU may differ from the host libm in the last place); f32 (fast contract) libdevice's
+  single-precision functions; under the interpreter they are numpy's (f32: the f64 function
+  rounded once).
 * No GPU: the backend sets ``TRITON_INTERPRET=1`` (if unset and ``torch.cuda`` sees no device)
   before it imports Triton, so the same source runs on numpy. :func:`compile_ptx` compiles the
   kernels to PTX for an NVIDIA target without a GPU (Triton's own ptxas/LLVM).
@@ -54,7 +56,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, KExpr, Kernel, KernelProgram, Let, Loop,
-                         Reduce, Stmt, Store)
+                         Reduce, Stmt, Store, acc_vars)
 from ..kernels.ir import IDENT_RE as _IDENT
 from .base import Launcher
 
@@ -75,6 +77,14 @@ _MATH = {"exp": "tl.exp", "log": "tl.log", "sin": "tl.sin", "cos": "tl.cos", "ex
          "log2": "tl.log2", "tanh": "_tanh_f64"}
 MAX_BLOCK = 1024
 SYMBOLIC_CHUNK = 512  # pairwise chunk when the extent is not a constant (must be fixed in source)
+
+
+def _is_plain_sum(r: Reduce) -> bool:
+    """A float sum in any order whose combine is the plain IEEE addition (fast contract)."""
+    if r.kind != "sum" or r.order != "any" or r.dtype not in FLOAT_DTYPES:
+        return False
+    a, b = acc_vars(r.dtype)
+    return r.combine is (a + b) and r.init.op == "const" and r.init.attrs[0] == 0
 
 
 def ident(name: str) -> str:
@@ -274,8 +284,10 @@ class _KernelEmitter:
         if op == "sqrt":
             return f"tl.math.sqrt_rn({a[0]})" if dt == "f32" else f"tl.sqrt({a[0]})"
         if op in _MATH:
+            if dt == "f32":   # the fast contract: the target's single-precision library
+                return f"_{op}_f32({a[0]})"
             if dt != "f64":
-                raise ValueError(f"{op} is only defined on f64, got {dt}")
+                raise ValueError(f"{op} is only defined on f64 and f32, got {dt}")
             return f"{_MATH[op]}({a[0]})"
         if op == "bitcast":
             return f"{a[0]}.to({TL_DTYPES[dt]}, bitcast=True)"
@@ -440,7 +452,10 @@ class _KernelEmitter:
         ident(r.var)
         self.out(d, f"# reduce {r.kind} ({r.order}) over {r.var} -> {r.name}")
         exact_combine = r.order == "any"
-        if not sc.in_vector and exact_combine and not (self.free_vars(r.combine) - {"acc_a", "acc_b"}):
+        if not sc.in_vector and _is_plain_sum(r):
+            self.reduce_sum_lanes(r, sc, d)
+        elif not sc.in_vector and exact_combine and \
+                not (self.free_vars(r.combine) - {"acc_a", "acc_b"}):
             self.reduce_lanes(r, sc, d)
         elif not sc.in_vector and r.order == "pairwise":
             self.reduce_pairwise_chunks(r, sc, d)
@@ -498,6 +513,26 @@ class _KernelEmitter:
         val, flag = self.fresh("red"), self.fresh("any")
         self.out(d, f"{val}, {flag} = tl.reduce(({acc}, {has}), 0, {fn})")
         self.out(d, f"{name} = tl.where({flag}, {val}, {init})")
+
+    def reduce_sum_lanes(self, r: Reduce, sc: _Scope, d: int) -> None:
+        """A sum in any order (fast contract): each lane adds its elements (masked lanes add
+        an exact 0), then ``tl.sum`` adds the lanes, as a hand-written kernel does."""
+        name = "v_" + r.name
+        ext = self.expr(r.extent, sc, d)
+        blk = self.new_block(r.extent)
+        acc = self.fresh("acc")
+        self.out(d, f"{acc} = tl.zeros([{blk}], {TL_DTYPES[r.dtype]})")
+        base, offs, mask = self.fresh("base"), self.fresh("offs"), self.fresh("mask")
+        self.out(d, f"for {base} in range(0, {ext}, {blk}):")
+        self.out(d + 1, f"{offs} = {base} + tl.arange(0, {blk}).to(tl.int64)")
+        self.out(d + 1, f"{mask} = {offs} < {ext}")
+        inner = _Scope(sc, mask=mask, block=blk)
+        inner.bind(r.var, "v_" + r.var, True)
+        self.out(d + 1, f"v_{r.var} = {offs}")
+        self.stmts(r.body, inner, d + 1)
+        v = self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
+        self.out(d + 1, f"{acc} += tl.where({mask}, {v}, 0)")
+        self.out(d, f"{name} = tl.sum({acc}, axis=0)")
 
     def combine_fn(self, r: Reduce) -> str:
         """A ``@triton.jit`` (value, flag) combine for ``tl.reduce``."""
@@ -708,8 +743,26 @@ if triton.knobs.runtime.interpret:  # numpy under the interpreter, libdevice on 
     def _tanh_f64(x):
         from triton.runtime.interpreter import TensorHandle
         return tl.tensor(TensorHandle(_np.tanh(x.handle.data), tl.float64), x.type)
+
+    def _f32_math(f):
+        """A float32 math function as float64 rounded once (within the libdevice bounds)."""
+        def g(x):
+            from triton.runtime.interpreter import TensorHandle
+            r = f(x.handle.data.astype(_np.float64)).astype(_np.float32)
+            return tl.tensor(TensorHandle(r, tl.float32), x.type)
+        return g
+
+    _exp_f32, _log_f32, _tanh_f32 = _f32_math(_np.exp), _f32_math(_np.log), _f32_math(_np.tanh)
+    _sin_f32, _cos_f32 = _f32_math(_np.sin), _f32_math(_np.cos)
+    _exp2_f32, _log2_f32 = _f32_math(_np.exp2), _f32_math(_np.log2)
 else:
     from triton.language.extra.cuda.libdevice import tanh as _tanh_f64
+    # the fast contract's f32 math: libdevice's __nv_expf ... (CUDA C Programming Guide,
+    # single-precision functions: expf, exp2f, tanhf, sinf, cosf 2 ulp; logf, log2f 1 ulp)
+    from triton.language.extra.cuda.libdevice import (cos as _cos_f32, exp as _exp_f32,
+                                                      exp2 as _exp2_f32, log as _log_f32,
+                                                      log2 as _log2_f32, sin as _sin_f32,
+                                                      tanh as _tanh_f32)
 
 
 def _blk(n):

@@ -114,6 +114,11 @@ def _op_function(e: KExpr) -> tuple[Callable[..., Value], bool]:
         return _shift(np.left_shift if op == "shl" else np.right_shift), True
     if op in _BINARY_UFUNCS:
         return _BINARY_UFUNCS[op], True
+    if op in MATH_OPS and e.dtype == "f32":
+        # single precision: the float64 function rounded once (within half an ulp and a hair,
+        # inside the target libraries' bounds the analysis assumes)
+        f = _UNARY_UFUNCS[op]
+        return (lambda a, out=None: f(a.astype(np.float64)).astype(np.float32)), False
     if op in _UNARY_UFUNCS:
         return _UNARY_UFUNCS[op], True
     if op == "select":
@@ -160,7 +165,7 @@ def _check_expr(e: KExpr, storage: Mapping[str, str]) -> None:
     elif op in ("floor", "ceil", "trunc", "rint", "sqrt"):
         need(d in FLOAT_DTYPES and ad == [d], "float op keeps its float dtype")
     elif op in MATH_OPS:
-        need(d == "f64" and ad == ["f64"], "math ops are f64 only")
+        need(d in FLOAT_DTYPES and ad == [d], "math ops keep their float dtype")
     elif op == "select":
         need(ad == ["bool", d, d], "select needs (bool, T, T) -> T")
     elif op == "bitcast":

@@ -12,7 +12,8 @@ A :class:`KernelProgram` is what a function becomes after fusion: an ordered lis
   :class:`Assign` to declared scalars.
 * :class:`Reduce` folds ``value`` over ``range(extent)`` with a combine expression, in a stated
   order: ``seq`` (left to right), ``pairwise`` (the reference's level-by-level adjacent pairs,
-  an odd element carried) or ``any`` (the backend's choice; only for exact combines such as max).
+  an odd element carried) or ``any`` (the backend's choice: exact combines such as max, and
+  sums under the fast contract).
 * :class:`Store` writes a storage-typed scalar to a buffer at a flat (row-major) index.
 
 Expressions are one immutable, hash-consed node class, :class:`KExpr` (op, args, attrs,
@@ -37,7 +38,8 @@ a backend only prints primitives: it never needs to know what e2m1 is. The primi
                toward zero (operands are always in range); bool->int 0/1; int->bool ``!= 0``
 ``bitcast``    reinterpret bits between same-width types (f64<->i64/u64, f32<->i32/u32)
 ``floor ceil trunc rint sqrt``  floats; ``rint`` rounds half to even; sqrt IEEE
-``exp log tanh sin cos exp2 log2``  f64 only: the platform's double-precision libm
+``exp log tanh sin cos exp2 log2``  f64: the platform's double-precision libm; f32 (fast
+               contract only): the target's single-precision library (libdevice, libm)
 =============  =====================================================================
 """
 

@@ -33,10 +33,21 @@ from ..passes.inline import inline_calls
 from . import legalize as L
 from .fma import fma_f64, round_odd, two_sum
 from .fmod import np_mod
+from .round_f32 import round_f32_to
 from .streams import bind_streams, stream_path
 from .ir import (IDENT_RE, BufferDecl, Decl, KExpr, Kernel, KernelProgram, Loop, Reduce,
                  ScalarParam, Store, Assign, acc_vars, const, load, select, unary, var,
                  walk_exprs)
+
+
+# The fast contract (SPEC section 3), as lowered here: sums and matrix products with the
+# default order=any accumulate in any order (the backend's fastest; each partial sum still
+# rounds to the accumulator format); f32 operations on f32 operands stay in f32 (IEEE division
+# and sqrt, correctly rounded like the reference; math functions through the target's
+# single-precision library, within the ulp bounds of passes/rounding_model.MATH_ULP_FACTOR);
+# no NaN canonicalisation. Explicit order=seq|pairwise|kahan is honoured exactly.
+FAST_F32_UNARY = {Op.NEG, Op.ABS, Op.FLOOR, Op.CEIL, Op.SQRT, Op.EXP, Op.LOG, Op.TANH, Op.SIN,
+                  Op.COS, Op.EXP2, Op.LOG2}
 
 
 class NotLowerable(GradeError):
@@ -442,12 +453,28 @@ class _KernelLowerer:
             if _embeds(src_fmt, fmt) and srcs[0].dtype != "bool" and src_fmt.name != "e4m3" \
                     and not (sat and src_fmt.has_inf):
                 return self.to_carrier(sc, srcs[0], fmt, fmt)
+            if srcs[0].dtype == "f32" and fmt.name == "f32" and _embeds(src_fmt, fmt) and \
+                    not (sat and src_fmt.has_inf):
+                # e4m3 -> f32: the value is exact; only a NaN is made the positive one
+                return srcs[0] if self.pb.fast else sc.blk.let(L.canon_nan(srcs[0]), "v")
+            if srcs[0].dtype == "f32" and L.carrier(fmt) == "f32" and fmt.name != "f32" \
+                    and mode != "sr":
+                # an f32 value rounds by bit manipulation in f32/u32 (kernels/round_f32.py):
+                # the same bits as the float64 path, without float64 instructions
+                r32 = round_f32_to(sc.blk, srcs[0], fmt, mode, sat)
+                if r32 is not None:
+                    return r32
             r = L.round_to(sc.blk, self.as_f64(srcs[0]), fmt, mode, sat, rw)
             return self.to_carrier(sc, r, fmt, fmt) if L.carrier(fmt) != "f64" else r
         if op in (Op.ADD, Op.SUB, Op.MUL) and fmt.name == "f32" and all(
                 s.dtype == "f32" for s in srcs):
             name = {Op.ADD: "add", Op.SUB: "sub", Op.MUL: "mul"}[op]
-            return sc.blk.let(L.canon_nan(KExpr(name, tuple(srcs), (), "f32")), "v")
+            r = KExpr(name, tuple(srcs), (), "f32")
+            return sc.blk.let(r if self.pb.fast else L.canon_nan(r), "v")
+        if self.pb.fast and srcs and all(s.dtype == "f32" for s in srcs):
+            r = self.fast_f32(sc, op, fmt, srcs)
+            if r is not None:
+                return r
         if op in N.COMPARE:
             a, b = (self.as_f64(s) for s in srcs)
             r = getattr(a, {Op.LT: "lt", Op.LE: "le", Op.GT: "gt", Op.GE: "ge", Op.EQ: "eq",
@@ -493,6 +520,34 @@ class _KernelLowerer:
         if op == Op.FMA:
             return self.fma(sc, v, srcs, xs)
         raise NotLowerable(f"operation '{op}' is not supported by the kernel backends yet")
+
+    def fast_f32(self, sc: _Scope, op: str, fmt: Format, srcs: list[KExpr]) -> KExpr | None:
+        """The fast contract's f32 operations on f32 operands (FAST_CONTRACT): IEEE f32
+        division and sqrt (correctly rounded, as the reference), the target's single-precision
+        math library, comparisons and min/max without a float64 detour. None: not one of them
+        (the exact rule applies)."""
+        blk = sc.blk
+        if op in N.COMPARE:
+            a, b = srcs
+            r = getattr(a, {Op.LT: "lt", Op.LE: "le", Op.GT: "gt", Op.GE: "ge", Op.EQ: "eq",
+                            Op.NE: "ne"}[op])(b)
+            return self.to_carrier(sc, blk.let(r, "cmp"), fmt, fmt)
+        if fmt.name != "f32":
+            return None
+        one = const(1.0, "f32")
+        if op == Op.DIV:
+            return blk.let(srcs[0] / srcs[1], "div")
+        if op in (Op.MIN, Op.MAX):
+            a, b = srcs
+            return blk.let(L.np_minimum(a, b) if op == Op.MIN else L.np_maximum(a, b), op)
+        if op in FAST_F32_UNARY:
+            return blk.let(unary(op, srcs[0]), op)
+        if op == Op.RSQRT:
+            return blk.let(one / blk.let(unary("sqrt", srcs[0]), "sq"), "rsqrt")
+        if op == Op.SIGMOID:
+            e = blk.let(unary("exp", -srcs[0]), "e")
+            return blk.let(one / blk.let(one + e, "d"), "sigmoid")
+        return None
 
     def fma(self, sc, v, srcs, xs) -> KExpr:
         """a*b + c rounded once to the result format (the reference's rule).
@@ -650,6 +705,17 @@ class _KernelLowerer:
         native = fmt.name == "f64" or (fmt.name == "f32" and x.dtype in ("f32", "bool"))
         dt = fmt.name if native else "f64"
         xe = select(x, const(1.0, dt), const(0.0, dt)) if x.dtype == "bool" else x.cast(dt)
+        if self.pb.fast and order == "any":
+            # the fast contract: any summation order (the analysis bounds every order), every
+            # partial sum rounded to fmt, and the root once more (a single element rounds)
+            a, b = acc_vars(dt)
+            combine = a + b if native else L.round_expr(a + b, fmt)
+            sc.blk.stmts.append(Reduce(name, rv, ext, tuple(body.blk.stmts), xe, combine,
+                                       const(0.0, dt), "any", "sum"))
+            out = var(name, dt)
+            if native:
+                return out
+            return self.to_carrier(sc, L.round_to(sc.blk, out, fmt), fmt, fmt)
         if dt == "f32" and src_fmt.name != "f32":
             xe = L.canon_nan(xe)  # an e4m3 NaN may be negative; its f32 sum is not
         i = var(rv, I64)
@@ -733,8 +799,9 @@ class _KernelLowerer:
         ib = (k,) if vb else operand_index(b, k, j)
         xa = self.emit(body, a, ia)
         xb = self.emit(body, b, ib)
+        fast = self.pb.fast
         if dt == "f32" and xa.dtype == "f32" and xb.dtype == "f32":
-            prod_ = body.blk.let(L.canon_nan(xa * xb), "pr")
+            prod_ = body.blk.let(xa * xb if fast else L.canon_nan(xa * xb), "pr")
         elif dt == acc.name:
             prod_ = self.finish(body, body.blk.let(self.as_f64(xa) * self.as_f64(xb), "pr"), acc)
             prod_ = prod_.cast(dt) if prod_.dtype != dt else prod_
@@ -743,10 +810,12 @@ class _KernelLowerer:
                                acc)
         av, bv = acc_vars(dt)
         combine = L.round_expr(av + bv, acc) if dt != acc.name else \
-            L.canon_nan(av + bv) if dt == "f32" else av + bv
+            L.canon_nan(av + bv) if dt == "f32" and not fast else av + bv
         name = sc.blk.fresh("mm")
+        # the fast contract accumulates in any order (the analysis' dot-product rule holds
+        # for every order)
         sc.blk.stmts.append(Reduce(name, rv, self.pb.dim(K), tuple(body.blk.stmts), prod_,
-                                   combine, const(0.0, dt), "seq", "sum"))
+                                   combine, const(0.0, dt), "any" if fast else "seq", "sum"))
         return self.finish(sc, var(name, dt).cast("f64"), v.fmt)
 
     def topk_at(self, sc: _Scope, v: Value, idx) -> KExpr:

@@ -20,6 +20,7 @@ from .effects import EffectCheck
 from .forward import ForwardAnalysis
 from .hybrid import QUICK_REGION_WORK, REGION_WORK, HybridAnalysis
 from .inline import inline_calls
+from .rounding_model import execution_model
 from . import contributions as CB
 from . import scalar_error as SE
 
@@ -31,6 +32,7 @@ class AnalysisOptions:
     #                             output, tensor tier: per region); None: the default, or the
     #                             quick one. Never seconds: bounds must not depend on load
     quick: bool = False         # looser branch and bound (sound, less tight): tuning probes
+    target: str | None = None   # the execution target the bound is for (None: every target)
 
 
 def _work(options: AnalysisOptions, default: int, quick: int) -> int:
@@ -166,6 +168,7 @@ def analyze_function(module: N.Module, fn: N.Function, dims: dict[str, int] | No
         "sensitivity_metric": extra.get("sensitivity_metric", {}),
         "requires": [c.text for c in fn.requires],
         "target": target_needs(fn),
+        "execution_model": execution_model(options.target),
     }
     for p in fn.params:  # the grade slot of each input records its sensitivity
         g = fn.grades.setdefault(p.value, Grade())

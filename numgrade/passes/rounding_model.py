@@ -279,3 +279,44 @@ def sign_bit_clear(v: Value, _memo: dict[int, bool] | None = None) -> bool:
         res = False   # parameters (an input may be -0.0), negation, subtraction, ...
     memo[key] = res
     return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Execution models (SPEC section 3): what the bound covers on each target. One model covers
+# the reference, the exact contract and the fast contract on every target, because every rule
+# above is the maximum over them: sums with order=any are bounded for every summation order
+# (the fast kernels' order), explicit orders are honoured by every backend, f32 + - * / and sqrt
+# are correctly rounded everywhere (div_rn, sqrt_rn; IEEE division and sqrt in C and LLVM), no
+# multiply-add is contracted (nvcc --fmad=false, Triton enable_fp_fusion=False, LLVM without
+# fast-math), conversions into narrow formats are exact roundings in hardware or software, and
+# the math functions' ulp factors (MATH_ULP_FACTOR) are the largest of the libraries in use.
+
+TARGETS = ("any", "reference", "cpu", "sm_90", "sm_100")
+
+_MATH_LIBRARY = {
+    "any": "the largest of the libraries below",
+    "reference": "numpy float64, rounded once into narrower formats",
+    "cpu": "LLVM / the C library's libm (TVM llvm, the CUDA host build): glibc's documented "
+           "maxima (manual, 'Known Maximum Errors in Math Functions') are within the table",
+    "sm_90": "CUDA libdevice (CUDA C Programming Guide, maximum ulp error tables: expf, exp2f, "
+             "tanhf, sinf, cosf, rsqrtf 2 ulp; logf, log2f 1 ulp; sqrtf, x/y 0 ulp)",
+    "sm_100": "CUDA libdevice (as sm_90)",
+}
+
+
+def execution_model(target: str | None = None) -> dict[str, object]:
+    """The model a bound assumes on ``target`` (None: every target), for the report."""
+    t = target or "any"
+    if t not in TARGETS:
+        raise ValueError(f"unknown target '{target}' (one of: {', '.join(TARGETS[1:])})")
+    return {
+        "target": t,
+        "contracts": ["exact", "fast"] if t != "reference" else ["reference"],
+        "sums": "order=any: every summation order (the fast kernels' order); "
+                "order=seq|pairwise|kahan: that order, which every backend honours",
+        "math": _MATH_LIBRARY[t],
+        "math_ulp_factors": dict(MATH_ULP_FACTOR),
+        "arithmetic": "f32 and f64 + - * / sqrt correctly rounded; no contracted multiply-add",
+        "conversions": "exact roundings (hardware cvt where the target has it, software "
+                       "elsewhere)",
+    }

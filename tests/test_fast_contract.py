@@ -1,0 +1,150 @@
+"""The fast execution contract (SPEC section 3): a fast kernel's results lie within the bound
+``analyze()`` reports, measured against the ideal values on sampled and corner inputs by the
+soundness harness (numgrade/harness.py, the same sampler as for the reference backend).
+
+Every stdlib function runs through the kernel-IR interpreter's fast program; representative
+recipes also through Triton's interpreter, TVM (llvm) and the CUDA host build, and every stdlib
+function on those in the slow lane. Exact-contract bit-exactness is tested by the backends'
+own test files.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+import numgrade as ng
+import numgrade.stdlib as stdlib_pkg
+from numgrade import harness as H
+from numgrade.backends.registry import get_backend
+
+PROGRAMS = sorted(os.path.basename(p)[:-4]
+                  for p in glob.glob(os.path.join(os.path.dirname(stdlib_pkg.__file__), "*.grd")))
+ALL = [(p, f) for p in PROGRAMS for f in ng.load(f"stdlib:{p}").functions]
+REPRESENTATIVE = [("softmax", "softmax"), ("softmax", "log_softmax"), ("rmsnorm", "rmsnorm"),
+                  ("layernorm", "layernorm"), ("nvfp4", "quantize"), ("fp8", "quantize_per_tensor"),
+                  ("mxfp4", "quantize"), ("attention", "attention"), ("sums", "naive_f32"),
+                  ("moe", "router_softmax")]
+
+
+def _available(backend: str) -> bool:
+    ok, _ = get_backend(backend).available()
+    return ok
+
+
+def _check_fast(program: str, fname: str, backend: str) -> None:
+    f = ng.load(f"stdlib:{program}")[fname]
+    dims = H.default_dims(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rep = f.analyze(**dims)
+        kernel = f.compile(backend)     # the fast contract is the default
+        checks = H.check(f, dims, n_samples=6, search=False, max_corners=6, report=rep,
+                         computed=kernel)
+    bad = [v for c in checks for v in c.violations]
+    assert not bad, f"{program}.{fname} on {backend} (fast): {bad[0]}"
+
+
+@pytest.mark.parametrize("program,fname", ALL, ids=[f"{p}.{f}" for p, f in ALL])
+def test_fast_kernel_interp_within_bound(program, fname):
+    _check_fast(program, fname, "kernel-interp")
+
+
+@pytest.mark.parametrize("backend", ["triton", "tvm"])
+@pytest.mark.parametrize("program,fname", REPRESENTATIVE,
+                         ids=[f"{p}.{f}" for p, f in REPRESENTATIVE])
+def test_fast_backends_within_bound(program, fname, backend):
+    if not _available(backend):
+        pytest.skip(f"{backend} unavailable")
+    _check_fast(program, fname, backend)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["triton", "tvm"])
+@pytest.mark.parametrize("program,fname", ALL, ids=[f"{p}.{f}" for p, f in ALL])
+def test_fast_backends_within_bound_every_stdlib_function(program, fname, backend):
+    if not _available(backend):
+        pytest.skip(f"{backend} unavailable")
+    _check_fast(program, fname, backend)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+@pytest.mark.parametrize("program,fname", REPRESENTATIVE[:5],
+                         ids=[f"{p}.{f}" for p, f in REPRESENTATIVE[:5]])
+def test_fast_cuda_host_build_within_bound(program, fname):
+    """The CUDA backend's fast print (f32 libm math, sums in any order), built for the CPU."""
+    from numgrade.api import _to_arrays
+    from numgrade.backends.cuda_backend import CudaHostBackend
+    from numgrade.kernels.runtime import run_program
+
+    f = ng.load(f"stdlib:{program}")[fname]
+    prog = f.kernels(exact=False)
+    launcher = CudaHostBackend().build(prog)
+
+    class HostKernel:
+        def __call__(self, *args, seed=None):
+            arrays, _ = _to_arrays(list(args), f.ir)
+            outs = run_program(prog, launcher, f.ir, arrays, seed)
+            outs = [np.asarray(o) for o in outs]
+            return tuple(outs) if f.ir.result_is_tuple else outs[0]
+
+    dims = H.default_dims(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        checks = H.check(f, dims, n_samples=4, search=False, max_corners=4,
+                         computed=HostKernel())
+    bad = [v for c in checks for v in c.violations]
+    assert not bad, f"{program}.{fname} on cuda-host (fast): {bad[0]}"
+
+
+def test_fast_lowering_has_no_f64_in_f32_softmax_and_sums_in_any_order():
+    """The fast program of an f32 softmax: f32 arithmetic and math only, and its sums are
+    order-free Reduces (the exact program emulates the reference's pairwise tree in f32 with
+    NaN canonicalisation)."""
+    from numgrade.kernels.ir import Reduce, walk_exprs
+
+    f = ng.load("stdlib:softmax").softmax
+    fast, exact = f.kernels(exact=False), f.kernels(exact=True)
+    assert fast.contract == "fast" and exact.contract == "exact"
+
+    def reduces(p):
+        out = []
+
+        def visit(stmts):
+            for s in stmts:
+                if isinstance(s, Reduce):
+                    out.append(s)
+                    visit(s.body)
+                elif hasattr(s, "body"):
+                    visit(s.body)
+        for k in p.kernels:
+            visit(k.body)
+        return out
+
+    assert {r.order for r in reduces(fast) if r.kind == "sum"} == {"any"}
+    assert {r.order for r in reduces(exact) if r.kind == "sum"} == {"pairwise"}
+    def sub(e):
+        yield e
+        for a in e.args:
+            yield from sub(a)
+    dtypes = {x.dtype for k in fast.kernels for e in walk_exprs(k.body) for x in sub(e)}
+    assert "f64" not in dtypes, dtypes
+
+
+def test_emit_contracts_and_analysis_target():
+    f = ng.load("stdlib:softmax").softmax
+    fast, exact = f.emit("triton"), f.emit("triton", exact=True)
+    assert "_exp_f32(" in fast and "tl.sum(" in fast
+    assert "_exp_f32(" not in exact
+    rep = f.analyze(target="sm_90", M=4, N=64)
+    model = rep.coeffects["execution_model"]
+    assert model["target"] == "sm_90" and "fast" in model["contracts"]
+    assert "libdevice" in model["math"]
+    assert rep.coeffects["execution_model"]["math_ulp_factors"]["exp"] == 4.0
+    with pytest.raises(ng.GradeError, match="unknown target"):
+        f.analyze(target="sm_42")
