@@ -393,8 +393,16 @@ def numgrade_jobs(recipe: str, exact: bool, M: int, N: int) -> list[dict]:
         programs = math.prod(k.grid_extents(scalars)) if k.grid else 1
         env_k = {f"v_{n}": scalars[n] for n, _ in scal if n in scalars}
         env_k.update(consts)
+        div16 = _ptr_div16(sig)
+        if getattr(program, "contract", "exact") == "fast":
+            # the fast contract's kernels let the JIT specialise sizes: a multiple of 16 gets
+            # divisibility 16, as Triton's launcher would give it
+            names = list(sig)
+            for n, _ in scal:
+                if f"v_{n}" in names and n in scalars and int(scalars[n]) % 16 == 0:
+                    div16.append(names.index(f"v_{n}"))
         jobs.append({"path": str(path), "fn": f"k_{k.name}", "signature": sig,
-                     "constexprs": consts, "div16": _ptr_div16(sig), "options": opts,
+                     "constexprs": consts, "div16": sorted(div16), "options": opts,
                      "programs": programs, "env": env_k, "label": k.name})
     return jobs
 

@@ -452,8 +452,12 @@ class _KernelEmitter:
         ident(r.var)
         self.out(d, f"# reduce {r.kind} ({r.order}) over {r.var} -> {r.name}")
         exact_combine = r.order == "any"
+        fast = getattr(self.p, "contract", "exact") == "fast"
         if not sc.in_vector and _is_plain_sum(r):
             self.reduce_sum_lanes(r, sc, d)
+        elif not sc.in_vector and fast and r.kind in ("max", "min") and r.order == "any" and \
+                r.dtype in FLOAT_DTYPES:
+            self.reduce_extremum_lanes(r, sc, d)
         elif not sc.in_vector and exact_combine and \
                 not (self.free_vars(r.combine) - {"acc_a", "acc_b"}):
             self.reduce_lanes(r, sc, d)
@@ -533,6 +537,28 @@ class _KernelEmitter:
         v = self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
         self.out(d + 1, f"{acc} += tl.where({mask}, {v}, 0)")
         self.out(d, f"{name} = tl.sum({acc}, axis=0)")
+
+    def reduce_extremum_lanes(self, r: Reduce, sc: _Scope, d: int) -> None:
+        """max / min under the fast contract: ``tl.maximum`` per lane, then ``tl.max``. A NaN
+        need not propagate (an input that makes a NaN has no finite bound anyway)."""
+        name = "v_" + r.name
+        ext = self.expr(r.extent, sc, d)
+        blk = self.new_block(r.extent)
+        big = "float('-inf')" if r.kind == "max" else "float('inf')"
+        op, red = ("tl.maximum", "tl.max") if r.kind == "max" else ("tl.minimum", "tl.min")
+        acc = self.fresh("acc")
+        self.out(d, f"{acc} = tl.full([{blk}], {big}, {TL_DTYPES[r.dtype]})")
+        base, offs, mask = self.fresh("base"), self.fresh("offs"), self.fresh("mask")
+        self.out(d, f"for {base} in range(0, {ext}, {blk}):")
+        self.out(d + 1, f"{offs} = {base} + tl.arange(0, {blk}).to(tl.int64)")
+        self.out(d + 1, f"{mask} = {offs} < {ext}")
+        inner = _Scope(sc, mask=mask, block=blk)
+        inner.bind(r.var, "v_" + r.var, True)
+        self.out(d + 1, f"v_{r.var} = {offs}")
+        self.stmts(r.body, inner, d + 1)
+        v = self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
+        self.out(d + 1, f"{acc} = {op}({acc}, tl.where({mask}, {v}, {big}))")
+        self.out(d, f"{name} = {red}({acc}, axis=0)")
 
     def combine_fn(self, r: Reduce) -> str:
         """A ``@triton.jit`` (value, flag) combine for ``tl.reduce``."""
@@ -720,6 +746,8 @@ class _KernelEmitter:
         head = []
         if k.note:
             head.append(f"# kernel {k.name}: {k.note}")
+        if getattr(self.p, "contract", "exact") == "fast":
+            dns = []   # sizes specialised (divisibility by 16: vectorised 128-bit accesses)
         head.append(f"@triton.jit(do_not_specialize={dns!r})" if dns else "@triton.jit")
         head.append(f"def k_{k.name}(" + ", ".join(args) + "):")
         return self.helpers + head + body + ["", ""]

@@ -684,7 +684,11 @@ class _KernelLowerer:
             out = var(name, dt)
         else:
             out = self.sum_at(sc, body, rv, ext, x, fmt, src.fmt, order, name)
-            if v.op == Op.MEAN:
+            if v.op == Op.MEAN and self.pb.fast and out.dtype == "f32" and fmt.name == "f32":
+                # f32 division by the count in f32 (rounded above 2^24: the analysis' mean
+                # rule counts that rounding, passes/forward.py)
+                out = sc.blk.let(out / ext.cast("f32"), "mean")
+            elif v.op == Op.MEAN:
                 out = self.finish(sc, sc.blk.let(self.as_f64(out) / ext.cast("f64"), "mean"), fmt)
         sc.memo[key] = out
         return out

@@ -512,6 +512,11 @@ class ForwardAnalysis:
         self.note(span, g * n * _f(x.C.mag()) + n_eta)
         if v.op == Op.MEAN:
             div = AV(_iv(n, n), _iv(n, n))
+            p = v.fmt.precision if v.fmt.kind == "float" else 53
+            if n > 2.0 ** p:
+                # the fast kernel divides by the count rounded into the mean's format
+                cn = float(np.float64(n) * (1 + 2.0 ** -p))
+                div = AV(_iv(n, n), _iv(n * (1 - 2.0 ** -p), cn), 2.0 ** -p * SAFE, 0.0)
             q = self.arith(Op.DIV, out, div, span)
             return self.round_step(q, jd.spec, span, "the mean")
         return out
