@@ -610,3 +610,184 @@ def test_comparisons_of_bools(backend):
     expect = np.stack([A == B, A != B, A < B, A <= B, A > B, A >= B], 1).astype(np.uint8)
     assert_bits(got["o"], expect.reshape(-1), "bool comparisons")
     assert_bits(got["o"], want["o"], "bool comparisons interp")
+
+
+# ---------------------------------------------------------------------------------------------
+# the fast contract: f32 math functions, order-any sums; the CPU schedule; the host boundary
+def _libm_f32(name: str):
+    import ctypes
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    fn = getattr(lib, name)
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    return lambda v: np.float32(fn(float(v)))
+
+
+def test_f32_math_ops_are_libm_single(backend):
+    """exp, log, ... on f32 are the C library's expf, logf, ... bit for bit (tanhf by name:
+    TVM's own tanh is an approximation); printed as the float32 TIR intrinsics."""
+    ops = ("exp", "log", "tanh", "sin", "cos", "exp2", "log2")
+    x = load("x", g, "f32")
+    body = tuple(Store("o", g * c(len(ops), I64) + c(k, I64), unary(op, x))
+                 for k, op in enumerate(ops))
+    prog = program([Kernel("math32", (n_,), ("g",), body, ("x", "o"),
+                           (ScalarParam("n", I64),))],
+                   {"x": ("f32", "in"), "o": ("f32", "out")}, "mathops32")
+    text = backend.emit(prog)
+    assert "T.exp(" in text and '"tanhf"' in text and "float64" not in text
+    xs = np.random.default_rng(5).uniform(0.01, 20.0, 300).astype(np.float32)
+    xs[:4] = [1.0, 0.5, 10.0, 19.75]
+    got, _ = run(backend, prog, {"x": xs}, {"o": 300 * len(ops)}, {"n": 300})
+    rows = got["o"].reshape(300, len(ops))
+    for k, op in enumerate(ops):
+        fn = _libm_f32(op + "f")
+        assert_bits(rows[:, k], np.array([fn(v) for v in xs], np.float32), op + "f")
+    # CUDA: the accurate single-precision functions by name, never TVM's __expf
+    cuda = program_script(prog, "cuda")
+    assert '"expf"' in cuda and "__expf" not in cuda
+
+
+def _reduce_program(order: str, kind: str, grid: bool) -> KernelProgram:
+    a32, b32 = acc_vars("f32")
+    if kind == "sum":
+        comb, init = a32 + b32, c(0.0, "f32")
+    else:
+        comb, init = select(a32.ne(a32) | a32.gt(b32), a32, b32), c(-math.inf, "f32")
+    if grid:
+        el = load("a", g * n_ + i, "f32")
+        body = (Reduce("r", "i", n_, (), el, comb, init, order, kind), Store("o", g, var("r", "f32")))
+        k = Kernel("red", (m_,), ("g",), body, ("a", "o"), (ScalarParam("n", I64),
+                                                            ScalarParam("m", I64)))
+    else:  # no grid: a top-level order-any reduction is split into chunks run in parallel
+        el = load("a", i, "f32")
+        body = (Reduce("r", "i", n_, (), el, comb, init, order, kind),
+                Store("o", c(0, I64), var("r", "f32")))
+        k = Kernel("red", (), (), body, ("a", "o"), (ScalarParam("n", I64),))
+    return program([k], {"a": ("f32", "in"), "o": ("f32", "out")}, f"red_{order}_{kind}_{grid}")
+
+
+@pytest.mark.parametrize("grid", [True, False])
+@pytest.mark.parametrize("kind", ["sum", "max"])
+def test_order_any_reductions(backend, kind, grid):
+    """Order any: lanes (vectorisable partial folds) in a grid kernel, parallel chunks without a
+    grid. Small integers sum exactly in every order, so the result must equal the oracle's bit
+    for bit; empty ranges give init, all -0.0 sums stay -0.0, a NaN propagates."""
+    prog = _reduce_program("any", kind, grid)
+    text = backend.emit(prog)
+    assert text.count("T.parallel(") == 1
+    if not grid:
+        assert "T.parallel(T.int64(64))" in text
+    rng = np.random.default_rng(11)
+    m = 3 if grid else 1
+    for n in (0, 1, 5, 31, 32, 33, 63, 64, 65, 1000, 4099):
+        x = rng.integers(-50, 50, m * n).astype(np.float32)
+        lengths = {"o": m}
+        scal = {"n": n, "m": m} if grid else {"n": n}
+        got, want = run(backend, prog, {"a": x}, lengths, scal)
+        assert_bits(got["o"], want["o"], f"{kind} n={n}")
+        if n:
+            xs = x.reshape(m, n).astype(np.float64)
+            expect = xs.sum(1) if kind == "sum" else xs.max(1)
+            assert np.array_equal(got["o"].astype(np.float64), expect), (kind, n)
+        if n >= 40:
+            y = x.copy()
+            y[37] = np.nan
+            got, _ = run(backend, prog, {"a": y}, lengths, scal)
+            assert np.isnan(got["o"][0]), (kind, n)
+            if kind == "sum":
+                z = np.full(m * n, -0.0, np.float32)
+                got, _ = run(backend, prog, {"a": z}, lengths, scal)
+                assert_bits(got["o"], np.full(m, -0.0, np.float32), f"-0 sum n={n}")
+    # a sum of general floats in any order is within n ulps-worth of the exact sum
+    n = 5000
+    x = rng.standard_normal(m * n).astype(np.float32)
+    got, _ = run(backend, prog, {"a": x}, {"o": m}, {"n": n, "m": m} if grid else {"n": n})
+    xs = x.reshape(m, n).astype(np.float64)
+    expect = xs.sum(1) if kind == "sum" else xs.max(1)
+    tol = n * 2.0 ** -24 * np.abs(xs).sum(1) if kind == "sum" else 0.0
+    assert np.all(np.abs(got["o"] - expect) <= tol)
+
+
+def test_pairwise_blocks_match_the_element_counter(backend):
+    """Pairwise sums fold whole aligned blocks as trees, then the counter: bit-identical to the
+    oracle's level-by-level pairs at every length around the block size."""
+    a32, b32 = acc_vars("f32")
+    comb = select((a32 + b32).ne(a32 + b32), c(math.nan, "f32"), a32 + b32)
+    el = load("a", g * n_ + i, "f32")
+    body = (Reduce("r", "i", n_, (), el, comb, c(0.0, "f32"), "pairwise", "sum",
+                   b32 * b32), Store("o", g, var("r", "f32")))
+    k = Kernel("pw", (m_,), ("g",), body, ("a", "o"), (ScalarParam("n", I64), ScalarParam("m", I64)))
+    prog = program([k], {"a": ("f32", "in"), "o": ("f32", "out")}, "pw_blocks")
+    rng = np.random.default_rng(12)
+    for n in (0, 1, 15, 16, 17, 31, 32, 33, 48, 255, 256, 257, 1000, 4099):
+        m = 4
+        x = (rng.standard_normal(m * n) * 10.0 ** rng.integers(-4, 5, m * n)).astype(np.float32)
+        got, want = run(backend, prog, {"a": x}, {"o": m}, {"n": n, "m": m})
+        expect = [fold_stack([v * v for v in x[r * n:(r + 1) * n]], lambda p, q: p + q,
+                             np.float32(0.0)) for r in range(m)]
+        assert_bits(got["o"], np.array(expect, np.float32), f"pairwise n={n}")
+        assert_bits(got["o"], want["o"], f"pairwise n={n} interp")
+
+
+def test_rows_run_in_parallel_bit_exact(backend):
+    """The grid (rows) is one T.parallel loop; with several threads the exact contract of a
+    row-wise program is still bit-identical to the reference (each row is one instance)."""
+    import numgrade as ng
+    f = ng.load_stdlib("softmax").softmax
+    text = f.emit("tvm", exact=True)
+    assert "for pid in T.parallel(n_M_)" in text
+    x = np.random.default_rng(13).standard_normal((257, 300)).astype(np.float32) * 5
+    want = f(x)
+    got = f.compile("tvm", exact=True)(x)
+    assert got.dtype == np.float32 and bit_equal(want, got)
+    fast = f.compile("tvm")(x)  # the fast contract: f32 exp and an any-order sum
+    assert fast.dtype == np.float32 and np.max(np.abs(fast - want)) < 1e-6
+
+
+def _record_buffers(k):
+    """Wrap a compiled function's launcher so that the buffers it gets are recorded."""
+    seen = {}
+    inner = k._launcher
+
+    def launcher(buffers, scalars):
+        seen.update(buffers)
+        inner(buffers, scalars)
+    k._launcher = launcher
+    return seen
+
+
+def test_boundary_zero_copy_torch_and_numpy(backend):
+    """f32 arguments reach the kernels without a float64 round trip or a copy (torch through
+    DLPack), and f32 results come back sharing the kernel's output buffer: numpy in numpy out,
+    torch in torch out; narrow formats keep their types (e4m3 as torch.float8_e4m3fn, e2m1 as
+    float32 holding the values)."""
+    torch = pytest.importorskip("torch")
+    import numgrade as ng
+    f = ng.load_stdlib("rmsnorm").rms_normalize
+    k = f.compile("tvm", exact=True)
+    x = torch.randn(33, 64)
+    k(x)  # builds
+    seen = _record_buffers(k)
+    out = k(x)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == x.shape
+    assert seen["in0_x"].ctypes.data == x.data_ptr()  # the tensor's own memory
+    assert seen["out0"].ctypes.data == out.data_ptr()  # the kernel's buffer, no copy back
+    assert bit_equal(f(x).numpy(), out.numpy())
+    xn = x.numpy().copy()
+    outn = k(xn)
+    assert isinstance(outn, np.ndarray) and outn.dtype == np.float32
+    assert seen["in0_x"].ctypes.data == xn.ctypes.data and seen["out0"] is not None
+    assert bit_equal(outn, out.numpy())
+    # a non-contiguous tensor and a float64 one still work (converted as before)
+    xt = torch.randn(64, 33).t()
+    assert bit_equal(k(xt).numpy(), f(xt).numpy())
+    assert k(x.double()).dtype == torch.float32
+    # narrow formats: same types and bits as the reference
+    q = ng.load_stdlib("nvfp4").quantize
+    xq = torch.randn(8, 64)
+    for a_, b_ in zip(q.compile("tvm", exact=True)(xq), q(xq)):
+        assert a_.dtype == b_.dtype and a_.shape == b_.shape
+        assert bit_equal(a_.to(torch.float64).numpy(), b_.to(torch.float64).numpy())
+    for a_, b_ in zip(q.compile("tvm", exact=True)(xq.numpy()), q(xq.numpy())):
+        assert a_.dtype == b_.dtype and np.shape(a_) == np.shape(b_)
+        assert bit_equal(np.asarray(a_, np.float64), np.asarray(b_, np.float64))

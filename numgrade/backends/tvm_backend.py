@@ -82,6 +82,12 @@ from .base import NUMPY_DTYPES
 NO_FMA_ATTRS = ("-fma", "-fma4")
 CUDA_ARCH = "sm_90a"
 CUDA_BLOCK = 128  # threads per block
+# order-any reductions: interleaved partial folds per element width (four AVX2 vectors), and the
+# chunks a kernel without a grid splits a top-level one into, run in parallel
+LANES = {"f32": 32, "i32": 32, "u32": 32, "f64": 16, "i64": 16, "u64": 16}
+CHUNKS = 64
+# pairwise reductions: whole aligned blocks of this many elements are summed as a tree apart
+BLOCK = 16
 # the script parser range-checks float literals against float32 whatever their type: larger
 # float64 literals are printed as bit patterns
 F32_MAX = float(np.finfo(np.float32).max)
@@ -329,9 +335,18 @@ class _KernelPrinter:
                 return f'T.call_pure_extern("{_tdt(d)}", "{_CUDA_FLOAT[op, d]}", {arg(0)})'
             return f"T.sqrt({arg(0)})"
         if op in MATH_OPS:
-            if d != "f64":
-                raise ValueError(f"{op} is only defined on f64, got {d}")
-            return f'T.call_pure_extern("float64", "{op}", {arg(0)})'
+            if d == "f64":
+                return f'T.call_pure_extern("float64", "{op}", {arg(0)})'
+            if d != "f32":
+                raise ValueError(f"{op} is defined on f64 and f32, got {d}")
+            # f32 (the fast contract): the C library's single-precision functions. On the CPU
+            # the TIR intrinsics, which LLVM lowers to libm's expf, logf, ... (or, in a
+            # vectorised loop, to the vector library's versions); TVM's own tanh is an
+            # approximation, so tanhf by name; on CUDA the accurate expf (TVM's rule would
+            # print the approximate __expf)
+            if cuda or op == "tanh":
+                return f'T.call_pure_extern("float32", "{op}f", {arg(0)})'
+            return f"T.{op}({arg(0)})"
         if op == "select":
             return f"T.Select({arg(0)}, {arg(1, True)}, {arg(2, True)})"
         if op == "bitcast":
@@ -496,7 +511,7 @@ class _KernelPrinter:
                 self.emit(indent, f"for {ident(s.var)} in {kind}({ext}):")
                 self.stmts(s.body, indent + "    ")
             elif isinstance(s, Reduce):
-                self.reduce(s, indent)
+                self.reduce(s, indent, top_parallel)
             else:  # pragma: no cover
                 raise TypeError(f"unknown statement {s!r}")
         if len(self.lines) == start:
@@ -531,51 +546,182 @@ class _KernelPrinter:
         else:
             self.scope.subst[key] = saved
 
-    def reduce(self, r: Reduce, indent: str) -> None:
+    def reduce(self, r: Reduce, indent: str, top_parallel: bool = False) -> None:
         if r.order not in ("seq", "pairwise", "any"):
             raise ValueError(f"unknown reduction order {r.order!r}")
         dt = _tdt(r.dtype)
-        inner = indent + "    "
         ext = self.rooted(r.extent, indent, {}, inline_int=True)
         init = self.expr(r.init, indent)
-        i = ident(r.var)
+        res = self.fresh("res")
+        self.emit(indent, f'{res} = T.alloc_buffer((1,), "{dt}", scope="{self.scratch}")')
+        self.emit(indent, f"{res}[0] = {init}")
         if r.order == "seq":
-            acc = self.fresh("acc")
-            self.emit(indent, f'{acc} = T.alloc_buffer((1,), "{dt}", scope="{self.scratch}")')
-            self.emit(indent, f"{acc}[0] = {init}")
-            self.emit(indent, f"for {i} in T.serial({ext}):")
-            if r.body:
-                self.stmts(r.body, inner, tail=(r.value,))
-            x = self.element(r, inner)
-            self.emit(inner, f"if {i} == T.int64(0):")
-            self.emit(inner + "    ", f"{acc}[0] = {x}")
-            self.emit(inner, "else:")
-            y = self.combine(r, f"{acc}[0]", x, inner + "    ")
-            self.emit(inner + "    ", f"{acc}[0] = {y}")
-            self.scalar(indent, ident(r.name), r.dtype, f"{acc}[0]")
-            self.scope.decls.add(r.name)
-            return
-        # pairwise (and any): the binary-counter stack
+            self.fold_seq(r, indent, "T.int64(0)", ext, res)
+        elif r.order == "pairwise":
+            self.fold_pairwise(r, indent, ext, res)
+        elif top_parallel and self.target == "llvm":
+            self.fold_chunks(r, indent, ext, res)
+        else:
+            self.fold_lanes(r, indent, "T.int64(0)", ext, res)
+        self.scalar(indent, ident(r.name), r.dtype, f"{res}[0]")
+        self.scope.decls.add(r.name)
+
+    def _loop(self, var: str, start: str, stop: str) -> str:
+        if start == "T.int64(0)":
+            return f"for {var} in T.serial({stop}):"
+        return f"for {var} in T.serial({start}, {stop}):"
+
+    def _body_element(self, r: Reduce, indent: str, index: str | None = None) -> str:
+        """Print the reduction body for one iteration (the iteration variable bound to
+        ``index`` when given, else the loop variable itself); return its element's name."""
+        saved = self.scope.subst.get(r.var)
+        if index is not None:
+            ix = self.fresh("ix")
+            self.emit(indent, f"{ix}: T.let[T.int64] = {index}")
+            self.scope.subst[r.var] = ix
+        else:
+            self.scope.subst.pop(r.var, None)
+        self.subst_memo = {}
+        if r.body:
+            self.stmts(r.body, indent, tail=(r.value,))
+        x = self.element(r, indent)
+        self._restore(r.var, saved)
+        self.subst_memo = {}
+        return x
+
+    def fold_seq(self, r: Reduce, indent: str, start: str, stop: str, res: str) -> None:
+        """``res = fold(combine, elements start .. stop-1)`` left to right (unchanged when the
+        range is empty)."""
+        inner = indent + "    "
+        i = ident(r.var)
+        self.emit(indent, self._loop(i, start, stop))
+        x = self._body_element(r, inner)
+        self.emit(inner, f"if {i} == {start}:")
+        self.emit(inner + "    ", f"{res}[0] = {x}")
+        self.emit(inner, "else:")
+        y = self.combine(r, f"{res}[0]", x, inner + "    ")
+        self.emit(inner + "    ", f"{res}[0] = {y}")
+
+    def fold_lanes(self, r: Reduce, indent: str, start: str, stop: str, res: str) -> None:
+        """Order ``any``: ``LANES`` interleaved partial folds (lane ``l`` takes the elements
+        ``l, l + LANES, ...`` of the whole blocks), which LLVM keeps in vector registers, then
+        the lanes combined as a tree and the leftover elements folded in."""
+        w = LANES.get(r.dtype, 16)
+        dt = _tdt(r.dtype)
+        zero = "T.int64(0)"
+        n, nb, lane, tail = (self.fresh(h) for h in ("n", "nb", "lane", "tail"))
+        span = stop if start == zero else f"{stop} - {start}"
+        self.emit(indent, f"{n}: T.let[T.int64] = {span}")
+        self.emit(indent, f"{nb}: T.let[T.int64] = T.truncdiv({n}, T.int64({w}))")
+        self.emit(indent, f'{lane} = T.alloc_buffer(({w},), "{dt}", scope="{self.scratch}")')
+        j, l = self.fresh("j"), self.fresh("l")
+        inner, inner2 = indent + "    ", indent + "        "
+        self.emit(indent, f"for {j} in T.serial({nb}):")
+        self.emit(inner, f"for {l} in T.serial(T.int64({w})):")
+        base = f"{j} * T.int64({w}) + {l}"
+        x = self._body_element(r, inner2, base if start == zero else f"{start} + {base}")
+        y = self.combine(r, f"{lane}[{l}]", x, inner2)
+        self.emit(inner2, f"{lane}[{l}] = T.Select({j} == {zero}, {x}, {y})")
+        self.emit(indent, f"if {nb} > {zero}:")
+        half = w // 2
+        while half >= 1:
+            p = self.fresh("p")
+            self.emit(inner, f"for {p} in T.serial(T.int64({half})):")
+            y = self.combine(r, f"{lane}[{p}]", f"{lane}[{p} + T.int64({half})]", inner2)
+            self.emit(inner2, f"{lane}[{p}] = {y}")
+            half //= 2
+        self.emit(inner, f"{res}[0] = {lane}[0]")
+        # the leftover elements: a left fold of their own, combined with the lanes' result
+        rest = f"{nb} * T.int64({w})" if start == zero else f"{start} + {nb} * T.int64({w})"
+        self.emit(indent, f'{tail} = T.alloc_buffer((1,), "{dt}", scope="{self.scratch}")')
+        self.emit(indent, f"if {n} > {nb} * T.int64({w}):")
+        self.fold_seq(r, inner, rest, stop, tail)
+        self.emit(inner, f"if {nb} > {zero}:")
+        y = self.combine(r, f"{res}[0]", f"{tail}[0]", inner2)
+        self.emit(inner2, f"{res}[0] = {y}")
+        self.emit(inner, "else:")
+        self.emit(inner2, f"{res}[0] = {tail}[0]")
+
+    def fold_chunks(self, r: Reduce, indent: str, ext: str, res: str) -> None:
+        """Order ``any`` at the top of a kernel without a grid: ``CHUNKS`` contiguous chunks
+        folded in parallel (each by :meth:`fold_lanes`), then the chunks' results in order."""
+        dt = _tdt(r.dtype)
+        part, c, got = self.fresh("part"), self.fresh("c"), self.fresh("got")
+        lo, hi, pres = self.fresh("lo"), self.fresh("hi"), self.fresh("res")
+        inner, inner2 = indent + "    ", indent + "        "
+        self.emit(indent, f'{part} = T.alloc_buffer(({CHUNKS},), "{dt}", scope="{self.scratch}")')
+        self.emit(indent, f"for {c} in T.parallel(T.int64({CHUNKS})):")
+        self.emit(inner, f"{lo}: T.let[T.int64] = T.truncdiv({c} * {ext}, T.int64({CHUNKS}))")
+        self.emit(inner, f"{hi}: T.let[T.int64] = T.truncdiv(({c} + T.int64(1)) * {ext}, "
+                         f"T.int64({CHUNKS}))")
+        self.emit(inner, f'{pres} = T.alloc_buffer((1,), "{dt}", scope="{self.scratch}")')
+        self.emit(inner, f"{pres}[0] = {res}[0]")
+        self.fold_lanes(r, inner, lo, hi, pres)
+        self.emit(inner, f"{part}[{c}] = {pres}[0]")
+        c2 = self.fresh("c")
+        self.emit(indent, f'{got} = T.alloc_buffer((1,), "int64", scope="{self.scratch}")')
+        self.emit(indent, f"{got}[0] = T.int64(0)")
+        self.emit(indent, f"for {c2} in T.serial(T.int64({CHUNKS})):")
+        self.emit(inner, f"if T.truncdiv(({c2} + T.int64(1)) * {ext}, T.int64({CHUNKS})) > "
+                         f"T.truncdiv({c2} * {ext}, T.int64({CHUNKS})):")
+        self.emit(inner2, f"if {got}[0] == T.int64(0):")
+        self.emit(inner2 + "    ", f"{res}[0] = {part}[{c2}]")
+        self.emit(inner2 + "    ", f"{got}[0] = T.int64(1)")
+        self.emit(inner2, "else:")
+        y = self.combine(r, f"{res}[0]", f"{part}[{c2}]", inner2 + "    ")
+        self.emit(inner2 + "    ", f"{res}[0] = {y}")
+
+    def fold_pairwise(self, r: Reduce, indent: str, ext: str, res: str) -> None:
+        """Order ``pairwise``: the binary-counter stack over whole aligned blocks of ``BLOCK``
+        elements, each block's own tree computed apart (vectorisable), then the leftover
+        elements pushed one by one. A block's tree is exactly the merges the element-wise
+        counter makes inside it, and pushing block ``j`` then merging ``ctz(j + 1)`` times
+        leaves the stack as the element-wise counter leaves it: the result is the same."""
+        dt = _tdt(r.dtype)
+        b = BLOCK
+        inner, inner2 = indent + "    ", indent + "        "
         stk, sp, cnt = self.fresh("stk"), self.fresh("sp"), self.fresh("cnt")
+        nb, blk, blk2 = self.fresh("nb"), self.fresh("blk"), self.fresh("blk")
         self.emit(indent, f'{stk} = T.alloc_buffer((64,), "{dt}", scope="{self.scratch}")')
         self.emit(indent, f'{sp} = T.alloc_buffer((1,), "int64", scope="{self.scratch}")')
         self.emit(indent, f'{cnt} = T.alloc_buffer((1,), "int64", scope="{self.scratch}")')
-        self.emit(indent, f"{stk}[0] = {init}")
+        self.emit(indent, f'{blk} = T.alloc_buffer(({b},), "{dt}", scope="{self.scratch}")')
+        self.emit(indent, f'{blk2} = T.alloc_buffer(({b // 2},), "{dt}", scope="{self.scratch}")')
+        self.emit(indent, f"{stk}[0] = {res}[0]")
         self.emit(indent, f"{sp}[0] = T.int64(0)")
-        self.emit(indent, f"for {i} in T.serial({ext}):")
-        if r.body:
-            self.stmts(r.body, inner, tail=(r.value,))
-        x = self.element(r, inner)
+        self.emit(indent, f"{nb}: T.let[T.int64] = T.truncdiv({ext}, T.int64({b}))")
+        j, l = self.fresh("j"), self.fresh("l")
+        self.emit(indent, f"for {j} in T.serial({nb}):")
+        self.emit(inner, f"for {l} in T.serial(T.int64({b})):")
+        x = self._body_element(r, inner2, f"{j} * T.int64({b}) + {l}")
+        self.emit(inner2, f"{blk}[{l}] = {x}")
+        half, src, dst = b // 2, blk, blk2
+        while half >= 1:
+            p = self.fresh("p")
+            self.emit(inner, f"for {p} in T.serial(T.int64({half})):")
+            y = self.combine(r, f"{src}[{p} * T.int64(2)]", f"{src}[{p} * T.int64(2) + "
+                             f"T.int64(1)]", inner2)
+            self.emit(inner2, f"{dst}[{p}] = {y}")
+            half //= 2
+            src, dst = dst, src
+        self.emit(inner, f"{stk}[{sp}[0]] = {src}[0]")
+        self.emit(inner, f"{sp}[0] = {sp}[0] + T.int64(1)")
+        self.emit(inner, f"{cnt}[0] = {j} + T.int64(1)")
+        self.emit(inner, f"while {cnt}[0] & T.int64(1) == T.int64(0):")
+        self.merge(r, stk, sp, inner2)
+        self.emit(inner2, f"{cnt}[0] = T.shift_right({cnt}[0], T.int64(1))")
+        i = ident(r.var)
+        self.emit(indent, self._loop(i, f"{nb} * T.int64({b})", ext))
+        x = self._body_element(r, inner)
         self.emit(inner, f"{stk}[{sp}[0]] = {x}")
         self.emit(inner, f"{sp}[0] = {sp}[0] + T.int64(1)")
         self.emit(inner, f"{cnt}[0] = {i} + T.int64(1)")
         self.emit(inner, f"while {cnt}[0] & T.int64(1) == T.int64(0):")
-        self.merge(r, stk, sp, inner + "    ")
-        self.emit(inner + "    ", f"{cnt}[0] = T.shift_right({cnt}[0], T.int64(1))")
+        self.merge(r, stk, sp, inner2)
+        self.emit(inner2, f"{cnt}[0] = T.shift_right({cnt}[0], T.int64(1))")
         self.emit(indent, f"while {sp}[0] > T.int64(1):")
-        self.merge(r, stk, sp, indent + "    ")
-        self.scalar(indent, ident(r.name), r.dtype, f"{stk}[0]")
-        self.scope.decls.add(r.name)
+        self.merge(r, stk, sp, inner)
+        self.emit(indent, f"{res}[0] = {stk}[0]")
 
     def merge(self, r: Reduce, stk: str, sp: str, indent: str) -> None:
         """Pop b, pop a, push combine(a, b)."""
@@ -667,6 +813,124 @@ class _KernelPrinter:
         return out
 
 
+# ---------------------------------------------------------------------------------------------
+# index simplification: (a / n) * n + a % n -> a
+_INT_DTYPES = ("i64", "i32", "u64", "u32", "u16", "u8")
+
+
+class _IndexSimplifier:
+    """Rewrites ``(a / n) * n + a % n`` (either operand order, through ``Let`` names) to ``a``.
+
+    Kernels that flatten a multi-dimensional range into one loop index rebuild the flat
+    index from its quotient and remainder; the identity holds for every integer ``a`` and
+    ``n != 0`` (truncating or flooring alike), and it takes two 64-bit divisions per element
+    out of the loop, which also lets LLVM vectorise it. ``a`` is only substituted when it reads
+    no mutable scalar (a ``Decl``), so it has the same value at the use. ``Let`` s no longer
+    read afterwards are dropped (expressions have no effects)."""
+
+    def __init__(self, kernel: Kernel):
+        self.env: dict[str, KExpr] = {}
+        self.mutable = {s.name for s in _all_stmts(kernel.body) if isinstance(s, Decl)}
+        self.memo: dict[KExpr, KExpr] = {}
+
+    def resolve(self, e: KExpr) -> KExpr:
+        while e.op == "var" and e.attrs[0] in self.env:
+            e = self.env[e.attrs[0]]
+        return e
+
+    def expr(self, e: KExpr) -> KExpr:
+        hit = self.memo.get(e)
+        if hit is not None:
+            return hit
+        out = e
+        if e.args:
+            args = tuple(self.expr(a) for a in e.args)
+            out = e if args == e.args else KExpr(e.op, args, e.attrs, e.dtype)
+        if out.op == "add" and out.dtype in _INT_DTYPES:
+            for mul, rem in (out.args, out.args[::-1]):
+                hit = self.match(mul, rem)
+                if hit is not None:
+                    out = hit
+                    break
+        self.memo[e] = out
+        return out
+
+    def match(self, mul: KExpr, rem: KExpr) -> KExpr | None:
+        mul, rem = self.resolve(mul), self.resolve(rem)
+        if mul.op != "mul" or rem.op != "mod":
+            return None
+        a, n = rem.args
+        for q, m in (mul.args, mul.args[::-1]):
+            q = self.resolve(q)
+            if q.op == "div" and self.resolve(m) == self.resolve(n) \
+                    and self.resolve(q.args[1]) == self.resolve(n) \
+                    and self.resolve(q.args[0]) == self.resolve(a) \
+                    and not (var_names([a]) & self.mutable) and a.dtype == mul.dtype:
+                return a
+        return None
+
+    def stmts(self, body: Sequence[Stmt]) -> tuple[Stmt, ...]:
+        out: list[Stmt] = []
+        for s in body:
+            if isinstance(s, Let):
+                v = self.expr(s.value)
+                if v.dtype in _INT_DTYPES:
+                    self.env[s.name] = v
+                out.append(Let(s.name, v))
+            elif isinstance(s, Decl):
+                out.append(Decl(s.name, self.expr(s.init)))
+            elif isinstance(s, Assign):
+                out.append(Assign(s.name, self.expr(s.value)))
+            elif isinstance(s, Store):
+                out.append(Store(s.buffer, self.expr(s.index), self.expr(s.value)))
+            elif isinstance(s, Loop):
+                out.append(Loop(s.var, self.expr(s.extent), self.stmts(s.body), s.kind))
+            elif isinstance(s, Reduce):
+                out.append(Reduce(s.name, s.var, self.expr(s.extent), self.stmts(s.body),
+                                  self.expr(s.value), s.combine, s.init, s.order, s.kind,
+                                  s.leaf))
+            else:  # pragma: no cover
+                raise TypeError(f"unknown statement {s!r}")
+        return tuple(out)
+
+
+def _all_stmts(body: Sequence[Stmt]):
+    for s in body:
+        yield s
+        if isinstance(s, (Loop, Reduce)):
+            yield from _all_stmts(s.body)
+
+
+def _drop_unread_lets(body: tuple[Stmt, ...], read: set[str]) -> tuple[Stmt, ...]:
+    out: list[Stmt] = []
+    for s in body:
+        if isinstance(s, Let) and s.name not in read:
+            continue
+        if isinstance(s, Loop):
+            s = Loop(s.var, s.extent, _drop_unread_lets(s.body, read), s.kind)
+        elif isinstance(s, Reduce):
+            s = Reduce(s.name, s.var, s.extent, _drop_unread_lets(s.body, read), s.value,
+                       s.combine, s.init, s.order, s.kind, s.leaf)
+        out.append(s)
+    return tuple(out)
+
+
+def simplify_indices(kernel: Kernel) -> Kernel:
+    """The kernel with flat indices rebuilt from quotient and remainder simplified
+    (:class:`_IndexSimplifier`); the kernel itself when nothing changed."""
+    body = _IndexSimplifier(kernel).stmts(kernel.body)
+    if body == kernel.body:
+        return kernel
+    for _ in range(4):  # a dropped Let may leave the Lets it read unread in turn
+        read = var_names(list(walk_exprs(body)))
+        new = _drop_unread_lets(body, read)
+        if new == body:
+            break
+        body = new
+    return Kernel(kernel.name, kernel.grid, kernel.grid_vars, body, kernel.buffers,
+                  kernel.scalars, kernel.note)
+
+
 def program_script(program: KernelProgram, target: str = "llvm") -> str:
     """The TVMScript module (one ``T.prim_func`` per kernel) for ``target`` (llvm or cuda)."""
     if target not in ("llvm", "cuda"):
@@ -684,7 +948,7 @@ def program_script(program: KernelProgram, target: str = "llvm") -> str:
         if k.name in seen:
             raise ValueError(f"two kernels named {k.name!r}")
         seen.add(k.name)
-        lines += _KernelPrinter(k, storage, target).print()
+        lines += _KernelPrinter(simplify_indices(k), storage, target).print()
     if not program.kernels:
         lines.append("    pass")
     return "\n".join(lines) + "\n"

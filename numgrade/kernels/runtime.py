@@ -4,6 +4,13 @@ Arguments arrive as float64 arrays of exact values (the API's boundary conversio
 rounded into their parameter's format exactly as the reference backend does, encoded into the
 buffer's storage (codes for sub-32-bit formats), and the outputs are decoded back into float64
 arrays of exact values, which the API converts to the caller's array family.
+
+``native=True`` (what the API passes for the kernel backends) is the same without the float64
+round trip where none is needed: an argument that already has its buffer's storage dtype and
+a format stored as itself (an f32 array for an f32 parameter; f64, i32 likewise) *is* the
+buffer, flattened without a copy; the outputs come back in their format's own numpy dtype
+(float32 for f32, the ml_dtypes type for e4m3, e2m1, ...; a view of the storage codes, no
+decoding) rather than as float64. Every value and bit is what the float64 path gives.
 """
 
 from __future__ import annotations
@@ -45,9 +52,38 @@ def decode_array(raw: np.ndarray, fmt_name: str, shape: tuple[int, ...]) -> np.n
     return from_storage(codes).reshape(shape)
 
 
+def _native_input(a: np.ndarray, fmt_name: str, storage: str) -> np.ndarray | None:
+    """``a`` flattened (a view where it can be) when it already is the buffer's storage array:
+    its dtype is the storage dtype and the format is stored as itself (f32, f64, i32)."""
+    if not isinstance(a, np.ndarray) or fmt_name not in ("f32", "f64", "i32"):
+        return None
+    if storage != fmt_name or a.dtype != np.dtype(NUMPY_DTYPES[storage]):
+        return None
+    return a.reshape(-1)
+
+
+def native_output(raw: np.ndarray, fmt_name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A storage array as an array of its format's own numpy dtype (no float64 round trip):
+    the array itself for f32, f64, i32; a view of the codes for the narrow formats."""
+    fmt = get_format(fmt_name)
+    want = np.dtype(fmt.np_dtype)
+    if raw.dtype == want:
+        return raw.reshape(shape)
+    if fmt.kind == "bool" or (fmt.kind == "float" and fmt.name not in ("f32", "f64")
+                              and want.itemsize == raw.dtype.itemsize):
+        if fmt.kind == "bool":
+            return (raw != 0).reshape(shape)
+        return raw.view(want).reshape(shape)
+    return decode_array(raw, fmt_name, shape)
+
+
 def run_program(program: KernelProgram, launcher, fn, arrays: Sequence[np.ndarray],
-                seed: int | None = None) -> tuple[np.ndarray, ...]:
-    """Run a lowered function on float64 argument arrays; returns float64 result arrays."""
+                seed: int | None = None, native: bool = False) -> tuple[np.ndarray, ...]:
+    """Run a lowered function on float64 argument arrays; returns float64 result arrays.
+
+    ``native``: arguments may also be arrays of other dtypes (numpy's int, uint, float and
+    bool kinds; those matching their buffer are used as they are), and results come back in
+    their formats' own dtypes (see the module docstring)."""
     env = bind_arguments(fn, arrays)
     seed = DEFAULT_SEED if seed is None else int(seed)
     buffers: dict[str, np.ndarray] = {}
@@ -63,6 +99,11 @@ def run_program(program: KernelProgram, launcher, fn, arrays: Sequence[np.ndarra
         buffers[name] = np.zeros(n, dtype=NUMPY_DTYPES[b.storage])
     for name, a, p in zip(program.inputs, arrays, fn.params):
         b = program.buffers[name]
+        if native:
+            direct = _native_input(a, b.fmt, b.storage)
+            if direct is not None:
+                buffers[name] = direct
+                continue
         fmt = get_format(b.fmt)
         vals = np.asarray(a, dtype=np.float64)
         if fmt.name != "f64" and fmt.kind != "bool":
@@ -85,6 +126,15 @@ def run_program(program: KernelProgram, launcher, fn, arrays: Sequence[np.ndarra
         scalars[f"{name}_hi"] = key >> 32
     launcher(buffers, scalars)
     # outputs in a packed or tiled layout come back as their uint8 bytes, undecoded
-    return tuple(buffers[o].reshape(shapes[o]) if o in layouts
-                 else decode_array(buffers[o], program.buffers[o].fmt, shapes[o])
-                 for o in program.outputs)
+    outs = []
+    for o in program.outputs:
+        raw = buffers[o]
+        if o in layouts:
+            outs.append(raw.reshape(shapes[o]))
+        elif native:
+            if o in program.inputs:  # never hand back the caller's own array
+                raw = raw.copy()
+            outs.append(native_output(raw, program.buffers[o].fmt, shapes[o]))
+        else:
+            outs.append(decode_array(raw, program.buffers[o].fmt, shapes[o]))
+    return tuple(outs)
