@@ -148,3 +148,30 @@ def test_emit_contracts_and_analysis_target():
     assert rep.coeffects["execution_model"]["math_ulp_factors"]["exp"] == 4.0
     with pytest.raises(ng.GradeError, match="unknown target"):
         f.analyze(target="sm_42")
+
+
+@pytest.mark.parametrize("program,fname,n", [("nvfp4", "quantize", 64), ("mxfp4", "quantize", 64),
+                                             ("fp8", "quantize_block_1x128", 128)])
+def test_triton_schedule_batches_short_grid_points_bit_exactly(program, fname, n):
+    """Block quantisers run many blocks per Triton program (kernels/schedule.py); the values
+    are unchanged (the roundings are exact and max is order-free), including a last program
+    whose lanes run past the grid (3 rows of blocks, not a multiple of the lanes)."""
+    from numgrade.backends.triton_backend import GRID_POINTS_PER_PROGRAM, schedule_for_triton
+
+    if not _available("triton"):
+        pytest.skip("triton unavailable")
+    f = ng.load(f"stdlib:{program}")[fname]
+    fast = f.kernels(exact=False)
+    sched = schedule_for_triton(fast)
+    if n == 64:
+        assert any(k.note.endswith(f"{GRID_POINTS_PER_PROGRAM} grid points per program")
+                   for k in sched.kernels)
+    assert [k.grid for k in schedule_for_triton(sched).kernels] == \
+        [k.grid for k in sched.kernels]                      # idempotent
+    exact = f.kernels(exact=True)
+    assert schedule_for_triton(exact) is exact              # the exact contract as lowered
+    x = np.random.default_rng(3).standard_normal((3, n)).astype(np.float32) * 7
+    ref = f(x)
+    got = f.compile("triton")(x)
+    for a, b in zip(ref, got):
+        assert np.array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64))

@@ -58,6 +58,7 @@ import numpy as np
 from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, KExpr, Kernel, KernelProgram, Let, Loop,
                          Reduce, Stmt, Store, acc_vars)
 from ..kernels.ir import IDENT_RE as _IDENT
+from ..kernels.schedule import CeilDiv, batch_grid_points
 from .base import Launcher
 
 TL_DTYPES = {"f64": "tl.float64", "f32": "tl.float32", "i64": "tl.int64", "i32": "tl.int32",
@@ -804,7 +805,21 @@ def _blk(n):
 LAUNCH_OPTIONS = "num_warps=4, enable_fp_fusion=False, enable_reflect_ftz=False"
 
 
+# grid points per program for kernels whose per-point work is short (kernels/schedule.py):
+# the lanes of one 4-warp program
+GRID_POINTS_PER_PROGRAM = 128
+
+
+def schedule_for_triton(program: KernelProgram) -> KernelProgram:
+    """The schedule stage for Triton (idempotent): short per-point kernels (block quantisers)
+    run GRID_POINTS_PER_PROGRAM grid points per program, under the fast contract."""
+    if getattr(program, "contract", "exact") != "fast":
+        return program
+    return batch_grid_points(program, GRID_POINTS_PER_PROGRAM)
+
+
 def _emit_program(program: KernelProgram) -> tuple[str, list[_KernelEmitter]]:
+    program = schedule_for_triton(program)
     ident(program.name)
     parts = [HEADER.format(name=program.name, maxb=MAX_BLOCK)]
     ems = []
@@ -814,6 +829,10 @@ def _emit_program(program: KernelProgram) -> tuple[str, list[_KernelEmitter]]:
         ems.append(em)
     launch = [f"def launch_{program.name}(buffers, scalars):",
               '    """Run every kernel in order; buffers are torch tensors by buffer name."""']
+    for name, d in program.dims.items():   # sizes the schedule derived (grid blocks)
+        if isinstance(d, CeilDiv) and d.of:
+            launch.append(f"    scalars[{ident(name)!r}] = -(-int(scalars[{ident(d.of)!r}]) "
+                          f"// {int(d.k)})")
     for k, em in zip(program.kernels, ems):
         bufs, scal = em.params()
         launch.append(f"    # {k.name}" + (f": {k.note}" if k.note else ""))
