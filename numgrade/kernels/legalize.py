@@ -13,6 +13,7 @@ emitted code stays a sequence of small statements (no expression is ever duplica
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -229,8 +230,128 @@ def carrier(fmt: Format) -> str:
     return "f32"
 
 
+# The narrow float formats whose codes are read and written with 32-bit operations only
+# (:func:`_decode_u32`, :func:`_encode_u32`); the others keep the float64 expansions.
+U32_CODEC_FORMATS = ("bf16", "f16", "e4m3", "e5m2", "e2m1", "e8m0")
+F32_SIGN, F32_ABS, F32_INF, F32_QNAN = 0x80000000, 0x7FFFFFFF, 0x7F800000, 0x7FC00000
+
+
+def _u32(v: int) -> KExpr:
+    return const(v, "u32")
+
+
+def _f32_bits(v: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", v))[0]
+
+
 def decode(blk: Block, raw: KExpr, fmt: Format) -> KExpr:
-    """A loaded storage element -> its value in the format's carrier dtype."""
+    """A loaded storage element -> its value in the format's carrier dtype.
+
+    The narrow floats (carrier f32) decode with u32/f32 operations (:func:`_decode_u32`), the
+    same bits as the float64 definition (:func:`_decode_f64`), which any other case keeps.
+    """
+    if fmt.kind == "bool":
+        return blk.let(raw.ne(const(0, raw.dtype)), "b")
+    if fmt.name in ("f32", "f64"):
+        return raw
+    if fmt.kind == "int":
+        return blk.let(raw.cast("f64"), "i")
+    if fmt.name in U32_CODEC_FORMATS and raw.dtype in ("u8", "u16", "u32"):
+        return _decode_u32(blk, raw, fmt)
+    return _decode_f64(blk, raw, fmt)
+
+
+def encode(blk: Block, value: KExpr, fmt: Format) -> KExpr:
+    """A value of `fmt` (any float carrier) -> its storage element.
+
+    An f32 value of a narrow float (or an f64 that is a cast of one, as ``cuda_convert``'s
+    probes write it) encodes with u32/f32 operations (:func:`_encode_u32`), the same codes as
+    the float64 definition (:func:`_encode_f64`), which any other case keeps.
+    """
+    if fmt.name in U32_CODEC_FORMATS:
+        x = value
+        if x.dtype == "f64" and x.op == "cast" and x.args[0].dtype == "f32":
+            x = x.args[0]  # exact: the f64 holds the f32's value
+        if x.dtype == "f32":
+            return _encode_u32(blk, x, fmt)
+    return _encode_f64(blk, value, fmt)
+
+
+# 32-bit codecs. A code of a narrow float with E exponent bits, M mantissa bits and bias B is
+# an f32 bit pattern with fewer bits: for a normal value, the f32 bits of |x| are the code's
+# magnitude bits shifted left by 23 - M plus (127 - B) << 23 (the bias difference), so either
+# direction is a shift and an integer add or subtract. Subnormals of the format (exponent field
+# 0, f16/fp8/e2m1; they are normal f32 values there) go through the f32 "magic" number
+# 2**(emin - M + 23), whose ulp is the format's subnormal spacing 2**(emin - M): for a
+# subnormal (or zero) v, ``magic + v`` is exact and its bits are magic's plus v's code, so an
+# exact f32 add and an integer subtract give the code, and an integer or and an exact f32
+# subtract give the value back (no denormal f32 is ever made, so flush-to-zero cannot matter).
+# bf16 shares f32's exponent range (its codes are f32's top 16 bits, subnormals included) and
+# e8m0's code is the f32 exponent field (2**-127, code 0, is f32's subnormal 0x00400000).
+# Infinities and NaN are selected: decoding gives the quiet NaN 0x7FC00000 with the code's
+# sign (as the float64 path, which builds a NaN and negates it), encoding the format's
+# canonical NaN code with the value's sign bit (e8m0: 255).
+#
+# The domain of encode is the format's values (both zeros, subnormals) and NaN / +-inf where
+# the format has them, which is all a carrier of the format ever holds (``round_to`` maps
+# everything else); there the codes equal the float64 path's. Off the domain (finite values
+# off the grid, inf in e4m3/e2m1/e8m0, NaN in e2m1, zero in e8m0) the code is unspecified.
+def _decode_u32(blk: Block, raw: KExpr, fmt: Format) -> KExpr:
+    c = blk.let(raw.cast("u32"), "code")
+    if fmt.name == "e8m0":
+        b = select(c.eq(_u32(0)), _u32(0x00400000),
+                   select(c.eq(_u32(255)), _u32(F32_QNAN), c << _u32(23)))
+        return blk.let(b.bitcast("f32"), "v")
+    if fmt.name == "bf16":
+        b = blk.let(c << _u32(16), "vb")
+        b = select((b & _u32(F32_ABS)).gt(_u32(F32_INF)), (b & _u32(F32_SIGN)) | _u32(F32_QNAN), b)
+        return blk.let(b.bitcast("f32"), "v")
+    E, M, B = _fields(fmt)
+    sb = E + M  # the sign bit's position in the code
+    m = blk.let(c & _u32((1 << sb) - 1), "mag")
+    nrm = (m << _u32(23 - M)) + _u32((127 - B) << 23)
+    magic = 2.0 ** (fmt.emin - M + 23)
+    sub = ((m | _u32(_f32_bits(magic))).bitcast("f32") - const(magic, "f32")).bitcast("u32")
+    mag = select(m.lt(_u32(1 << M)), sub, nrm)
+    top = ((1 << E) - 1) << M  # the top exponent field with a zero mantissa
+    if fmt.has_inf:
+        mag = select(m.ge(_u32(top)), select(m.eq(_u32(top)), _u32(F32_INF), _u32(F32_QNAN)),
+                     mag)
+    elif fmt.has_nan:  # e4m3fn: only S.1111.111 is NaN
+        mag = select(m.eq(_u32((1 << sb) - 1)), _u32(F32_QNAN), mag)
+    mag = blk.let(mag, "mb")
+    sign = (c << _u32(31 - sb)) & _u32(F32_SIGN)
+    return blk.let((mag | sign).bitcast("f32"), "v")
+
+
+def _encode_u32(blk: Block, x: KExpr, fmt: Format) -> KExpr:
+    st = storage_dtype(fmt)
+    xb = blk.let(x.bitcast("u32"), "xb")
+    a = blk.let(xb & _u32(F32_ABS), "a")
+    if fmt.name == "e8m0":  # no sign (the float64 path takes |x|); NaN has exponent field 255
+        return blk.let((a >> _u32(23)).cast(st), "st")
+    if fmt.name == "bf16":
+        b = select(a.gt(_u32(F32_INF)), (xb & _u32(F32_SIGN)) | _u32(F32_QNAN), xb)
+        return blk.let((b >> _u32(16)).cast(st), "st")
+    E, M, B = _fields(fmt)
+    sb = E + M
+    nrm = (a >> _u32(23 - M)) - _u32((127 - B) << M)
+    magic = 2.0 ** (fmt.emin - M + 23)
+    sub = (a.bitcast("f32") + const(magic, "f32")).bitcast("u32") - _u32(_f32_bits(magic))
+    body = select(a.lt(_u32((fmt.emin + 127) << 23)), sub, nrm)
+    top = ((1 << E) - 1) << M
+    if fmt.has_inf:
+        body = select(a.ge(_u32(F32_INF)),
+                      select(a.eq(_u32(F32_INF)), _u32(top), _u32(top | (1 << (M - 1)))), body)
+    elif fmt.has_nan:
+        body = select(a.gt(_u32(F32_INF)), _u32(top | ((1 << M) - 1)), body)
+    body = blk.let(body, "cd")
+    sign = (xb >> _u32(31 - sb)) & _u32(1 << sb)
+    return blk.let((body | sign).cast(st), "st")
+
+
+def _decode_f64(blk: Block, raw: KExpr, fmt: Format) -> KExpr:
+    """decode through float64 arithmetic (the definition, step by step)."""
     if fmt.kind == "bool":
         return blk.let(raw.ne(const(0, raw.dtype)), "b")
     if fmt.name in ("f32", "f64"):
@@ -260,8 +381,8 @@ def decode(blk: Block, raw: KExpr, fmt: Format) -> KExpr:
     return blk.let(select(neg, -mag, mag).cast("f32"), "v")
 
 
-def encode(blk: Block, value: KExpr, fmt: Format) -> KExpr:
-    """A value of `fmt` (any float carrier) -> its storage element."""
+def _encode_f64(blk: Block, value: KExpr, fmt: Format) -> KExpr:
+    """encode through float64 arithmetic (the definition, step by step)."""
     st = storage_dtype(fmt)
     if fmt.kind == "bool":
         b = value if value.dtype == "bool" else value.ne(const(0, value.dtype))
