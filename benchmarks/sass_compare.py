@@ -24,30 +24,51 @@ For every recipe (softmax, rmsnorm, layernorm, fp8_tensor, fp8_1x128, nvfp4, mxf
 
 What is counted (per kernel; "per recipe" sums the kernels of the recipe):
 
-* ``ipe`` (instructions per element): an estimate of the dynamic SASS instruction count of one
-  thread, times the threads of a program (32 * num_warps), divided by the elements of the
-  f32 input one program handles (M*N / number of programs); i.e. issued thread-instruction
-  slots per input element.  The dynamic count is the static count with every instruction
-  weighted by the trip counts of the loops around it: a loop is a backward ``BRA`` in the
-  SASS; its instructions' source lines (``-lineinfo``) name the innermost source ``for`` /
-  ``while`` of the kernel that holds >= 90% of them, and a ``for ... in range(a, b, c)`` whose
-  bounds evaluate from the kernel's scalar/constexpr arguments gives the trip count
-  ``ceil((b - a) / c)``.  ``while`` loops (numgrade's pairwise-sum stack merges) and loops
-  whose bounds do not evaluate count once per entry (a lower bound).  Both sides of a branch
-  count (an upper bound for guarded code); subroutines after the kernel's body (e.g. the
-  slow path of ``div_rn``) and padding (NOP, the final self-branch) do not count.  For a
-  loop-free kernel this is simply static instructions / elements per thread.  If ptxas
-  unrolled a runtime loop the estimate over-counts that loop by the unroll factor.
-* ``hot``: static instructions inside the outermost loops that run more than once (the hot
-  loops); for a loop-free kernel, the whole body.
+* ``ipe`` (instructions per element): the dynamic SASS instruction count of one program (one
+  thread's count times its 32 * num_warps threads: issued thread-instruction slots, uniform
+  instructions included) divided by the input elements per program, which is the recipe's
+  f32 input size M*N over the number of programs the launcher starts (the ``_n`` of
+  numgrade's launcher, the grid of an expert spec).  So a kernel's ipe is its share of the
+  recipe's work: a partials kernel of 1024 programs x 16384 elements divides by 16384, a
+  single-program kernel that only reduces the partials by M*N (ipe ~0), and the recipe's
+  ``total`` is the sum over its kernels of (all programs' dynamic instructions) / M*N, which
+  compares programs with different kernel counts.
+  The dynamic count weights every instruction with the trip counts of the SASS loops around
+  it (nested loops multiply).  A SASS loop is a backward ``BRA`` (its target .. the last
+  back edge to it).  Its source loop is the ``for``/``while`` whose header line is the back
+  edge's line (``-lineinfo``; any level of inlining), else the innermost source loop holding
+  >= 90% of its lines.  Its trip count per entry is, in this order:
+  (1) the SASS counter's: the back edge's predicate compares a register with a constant, the
+  register is set to a constant before the loop and stepped by a constant once in it, so the
+  iterations are simulated (this sees ptxas' partial unrolling: a 16-trip source loop
+  unrolled 4x runs 4 times; it is used when <= the source's count);
+  (2) the source loop's ``ceil((b - a) / c)`` for ``range``/``tl.range``/``tl.static_range``
+  with bounds evaluated from the kernel's scalar and constexpr arguments and the kernel's
+  local scalars (``_t1 = tl.full((), 16384, tl.int64)``, ``v_n = tl.cast(v_n, ...)``; names
+  assigned twice to different values are unknown), e.g. ``for base in range(0, 16384, B)``
+  with constexpr B, or a per-lane ``for j in range(0, _t12)``; where ptxas split a runtime
+  loop into an unrolled main loop and a remainder loop (two sibling SASS loops of one source
+  loop), the main loop runs trips // U and the remainder trips % U times, U being the median
+  ratio of the work opcodes' counts (loads, stores, float math) in the two bodies;
+  (3) unknown (``while`` loops such as numgrade's pairwise-sum stack merges, loops in
+  libdevice code, data-dependent bounds): counted once per entry (a lower bound).
+  Loops ptxas or LLVM unrolled fully are no SASS loops: their static count is their dynamic
+  count.  The JSON lists every SASS loop with its source lines, ``src_trips``,
+  ``sass_trips``, ``unroll`` and the ``trips`` used.  Both sides of a branch count (an upper
+  bound for guarded code); subroutines after the kernel's body (e.g. the slow path of
+  ``div_rn``) and padding (NOP, the final self-branch) do not count.
+* ``hot``: static instructions inside the outermost SASS loops that run more than once (the
+  hot loops); for a loop-free kernel, the whole body.
 * ``f64``: static count of double-precision instructions (DADD DMUL DFMA DSETP DMNMX DSET,
-  ``MUFU.*64H``, and anything with an ``.F64`` type, e.g. ``F2F.F64.F32``).
+  ``MUFU.*64H``, and anything with an ``.F64`` type, e.g. ``F2F.F64.F32``); the JSON gives
+  their opcodes, source lines (``f64_lines``) and how many are in cold subroutines.
 * ``regs``/``spill``: ptxas -v registers and spill stores + loads in bytes (plus stack frame).
 * ``LDG128``: whether the global loads of the hot region are 128-bit or wider (``LDG.E.128``;
   sm_100's 256-bit ``LDG.E.ENL2.256`` counts too): yes / partly / no (with the widths seen).
 
-The table's ``fast/expert`` ratio is the recipe's summed ipe of numgrade's fast kernels over the
-expert's.  ``--check`` first runs the expert kernels under ``TRITON_INTERPRET=1`` on a small
+The table lists each side's kernels on their own rows under the recipe (with their program
+counts; the sides have different kernel counts), then the recipe's totals.  Its
+``fast/expert`` ratio is the recipe total of numgrade's fast kernels over the expert's.  ``--check`` first runs the expert kernels under ``TRITON_INTERPRET=1`` on a small
 input and compares them with numgrade's reference ``f(x)`` (decoded values; tolerance 2e-6
 relative (floored at 1% of the largest output) for the normalisations, which use approximate
 exp/div/rsqrt; exact codes for the quantisers, except that e4m3 codes may be one step off,
@@ -218,20 +239,25 @@ def ldg_bits(op: str) -> int:
     return int(m.group(1)[1:]) if m else 32
 
 
+def _operands(body: str) -> tuple[str, list[str]]:
+    """``OP a, b, c`` -> (OP, [a, b, c]) (predicate guard already removed)."""
+    parts = body.split(None, 1)
+    ops = [o.strip() for o in parts[1].split(",")] if len(parts) > 1 else []
+    return parts[0], ops
+
+
 def parse_sass(text: str, kernel_file: str) -> list[dict]:
-    """Instructions of the kernel: addr, op, line (in kernel_file or None), cold, label map."""
-    ins, labels, loc, cold = [], {}, None, False
+    """Instructions of the kernel: addr, op, operands, guard, source lines, cold, branch target."""
+    ins, labels, locs, cold = [], {}, [], False
     pending = []
     # Triton's cache may hand back PTX compiled from an identical source at another path, so
     # the kernel's file is any file outside the triton package (same text, same lines)
     tri = os.path.realpath(str(_triton_bin().parent.parent.parent))
     for raw in text.splitlines():
         if raw.lstrip().startswith("//##"):
-            loc = None
-            for f, ln in _LOC.findall(raw):  # innermost first; "inlined at" outer ones follow
-                if not os.path.realpath(f).startswith(tri):
-                    loc = int(ln)
-                    break
+            # innermost location first; the "inlined at" outer ones follow
+            locs = [int(ln) for f, ln in _LOC.findall(raw)
+                    if not os.path.realpath(f).startswith(tri)]
             continue
         m = _LABEL.match(raw.strip())
         if m:
@@ -243,10 +269,13 @@ def parse_sass(text: str, kernel_file: str) -> list[dict]:
         if not m:
             continue
         text_ = m.group(2)
-        body = re.sub(r"^@!?U?P[T\d]+\s+", "", text_)
-        op = body.split()[0]
+        g = re.match(r"^@(!?U?P[T\d]+)\s+", text_)
+        body = text_[g.end():] if g else text_
+        op, opnds = _operands(body)
         tgt = re.search(r"`\(([^)]+)\)", body)
-        rec = {"addr": int(m.group(1), 16), "op": op, "line": loc, "cold": cold,
+        rec = {"addr": int(m.group(1), 16), "op": op, "opnds": opnds,
+               "guard": g.group(1) if g else None, "line": locs[0] if locs else None,
+               "locs": list(locs), "cold": cold,
                "target": tgt.group(1) if tgt and op in ("BRA", "BRX", "JMP") else None}
         for lab in pending:
             labels[lab] = rec["addr"]
@@ -258,20 +287,102 @@ def parse_sass(text: str, kernel_file: str) -> list[dict]:
     return [r for r in ins if r["op"] != "NOP" and not (r["op"] == "BRA" and r["taddr"] == r["addr"])]
 
 
+class _TL:
+    """Just enough of ``triton.language`` to evaluate scalar loop bounds of a kernel's source."""
+
+    def __getattr__(self, name):
+        return None  # dtypes (tl.int64, ...)
+
+    @staticmethod
+    def full(shape, value, dtype=None):
+        if tuple(shape) != ():
+            raise ValueError("not a scalar")
+        return value
+
+    @staticmethod
+    def cast(x, dtype=None, **kw):
+        return x
+
+    @staticmethod
+    def cdiv(a, b):
+        return -(-a // b)
+
+    @staticmethod
+    def constexpr(x=None):
+        return x
+
+
+class _Triton:
+    language = _TL()
+    cdiv = staticmethod(_TL.cdiv)
+
+
+def _eval_scalar(node: ast.AST, env: dict):
+    """The value of a scalar expression of the kernel source, or raise."""
+    tl = _TL()
+    g = {"__builtins__": {}, "min": min, "max": max, "int": int, "abs": abs, "tl": tl,
+         "triton": _Triton()}
+    v = eval(compile(ast.Expression(node), "<loop>", "eval"), g, env)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError("not a number")
+    return v
+
+
+def _known_scalars(func: ast.FunctionDef, env: dict) -> dict:
+    """``env`` plus the kernel's local scalars that evaluate from it, in source order (e.g.
+    ``_t1 = tl.full((), 16384, tl.int64)``, ``v_n = tl.cast(v_n, tl.int64)``); a name assigned
+    more than once to different (or unknown) values is dropped."""
+    known = dict(env)
+    bad: set[str] = set()
+    stmts = sorted((n for n in ast.walk(func) if isinstance(n, (ast.Assign, ast.AugAssign,
+                                                                  ast.AnnAssign, ast.For))),
+                   key=lambda n: (n.lineno, n.col_offset))
+    for n in stmts:
+        if isinstance(n, ast.For):  # the loop variable changes
+            names = [t.id for t in ast.walk(n.target) if isinstance(t, ast.Name)]
+            vals = [None] * len(names)
+        elif isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0],
+                                                                            ast.Name):
+            names = [n.targets[0].id]
+            try:
+                vals = [_eval_scalar(n.value, known)]
+            except Exception:
+                vals = [None]
+        else:
+            tgts = n.targets if isinstance(n, ast.Assign) else [n.target]
+            names = [t.id for tg in tgts for t in ast.walk(tg) if isinstance(t, ast.Name)]
+            vals = [None] * len(names)
+        for name, v in zip(names, vals):
+            if name in bad:
+                continue
+            if v is None or (name in known and name not in env and known[name] != v):
+                bad.add(name)
+                known.pop(name, None)
+            elif name in env and known.get(name) != v:
+                bad.add(name)
+                known.pop(name, None)
+            else:
+                known[name] = v
+    return known
+
+
 def source_loops(path: str, fn: str, env: dict) -> list[dict]:
-    """for/while loops of kernel ``fn``: line span and trip count (None if not evaluable)."""
+    """for/while loops of kernel ``fn``: header line, line span, trip count per entry (None if
+    not evaluable).  ``range(a, b, c)``, ``tl.range`` and ``tl.static_range`` bounds evaluate
+    from ``env`` (the scalar and constexpr arguments) and the kernel's local scalars."""
     tree = ast.parse(Path(path).read_text())
     func = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == fn)
+    known = _known_scalars(func, env)
     out = []
     for n in ast.walk(func):
         if isinstance(n, (ast.For, ast.While)):
             trips = None
-            if (isinstance(n, ast.For) and isinstance(n.iter, ast.Call)
-                    and getattr(n.iter.func, "id", "") in ("range", "static_range")):
+            it = n.iter if isinstance(n, ast.For) else None
+            fname = (getattr(it.func, "id", None) or getattr(it.func, "attr", "")
+                     if isinstance(it, ast.Call) else "")
+            if fname in ("range", "static_range"):
                 try:
-                    a = [eval(compile(ast.Expression(x), "<loop>", "eval"),
-                              {"__builtins__": {}, "min": min, "max": max, "int": int}, env)
-                         for x in n.iter.args]
+                    a = [_eval_scalar(x, known) for x in it.args[:3]]
                     lo, hi, st = (0, a[0], 1) if len(a) == 1 else (a[0], a[1], a[2] if len(a) > 2 else 1)
                     trips = max(0, math.ceil((hi - lo) / st))
                 except Exception:
@@ -281,41 +392,209 @@ def source_loops(path: str, fn: str, env: dict) -> list[dict]:
     return out
 
 
+# -- trip counts from the SASS itself: a counter set to a constant before the loop, stepped by
+# a constant in it and compared with a constant by the back edge's predicate
+_IMM = re.compile(r"^-?(0x[0-9a-f]+|\d+)$")
+_CMP = {"LT": lambda a, b: a < b, "LE": lambda a, b: a <= b, "GT": lambda a, b: a > b,
+        "GE": lambda a, b: a >= b, "EQ": lambda a, b: a == b, "NE": lambda a, b: a != b}
+_MIRROR = {"LT": "GT", "LE": "GE", "GT": "LT", "GE": "LE", "EQ": "EQ", "NE": "NE"}
+
+
+def _imm(s: str):
+    return int(s, 0) if _IMM.match(s) else None
+
+
+def _writes(r: dict, reg: str) -> bool:
+    return bool(r["opnds"]) and (r["opnds"][0] == reg or r["opnds"][0].split(".")[0] == reg)
+
+
+def _const_init(r: dict, reg: str):
+    """The constant an instruction puts in ``reg``, or None."""
+    op, o = r["op"], r["opnds"]
+    if r["guard"] or not o or o[0] != reg:
+        return None
+    if op in ("MOV", "MOV32I", "UMOV") and len(o) >= 2:
+        return 0 if o[1] in ("RZ", "URZ") else _imm(o[1])
+    if op.startswith("IMAD.MOV") and len(o) == 4 and o[1] == "RZ" and o[2] == "RZ":
+        return 0 if o[3] == "RZ" else _imm(o[3])
+    if op == "CS2R" and len(o) == 2 and o[1] == "SRZ":
+        return 0
+    if op.startswith("HFMA2") and o[1:] in (["-RZ", "RZ", "0", "0"], ["RZ", "RZ", "0", "0"]):
+        return 0
+    return None
+
+
+def _const_step(r: dict, reg: str):
+    """The constant an in-loop ``reg = reg + c`` adds, or None."""
+    op, o = r["op"], r["opnds"]
+    if r["guard"] or not o or o[0] != reg:
+        return None
+    src = [x for x in o[1:] if not re.fullmatch(r"!?U?P[T\d]+", x)]
+    if op.split(".")[0] in ("IADD3", "VIADD", "IADD32I", "UIADD3", "IADD"):
+        regs = [x for x in src if x not in ("RZ", "URZ")]
+        imms = [_imm(x) for x in regs if _imm(x) is not None]
+        if len(regs) == 2 and reg in regs and len(imms) == 1:
+            return imms[0]
+    return None
+
+
+def sass_trips(ins: list[dict], lo: int, br: dict) -> int | None:
+    """Iterations of the SASS loop [lo, back edge ``br``] per entry, from its counter, or None."""
+    if not br["guard"]:
+        return None
+    neg = br["guard"].startswith("!")
+    pred = br["guard"].lstrip("!")
+    body = [r for r in ins if lo <= r["addr"] <= br["addr"]]
+    before = [r for r in ins if r["addr"] < lo]
+    defs = [r for r in body if r["addr"] < br["addr"] and r["opnds"]
+            and r["opnds"][0] == pred and r["op"].startswith(("ISETP", "UISETP"))]
+    if not defs:
+        return None
+    cmp_r = defs[-1]
+    if ".EX" in cmp_r["op"]:  # 64-bit compare: the low half decides for small counters
+        low = [r for r in defs[:-1] if ".EX" not in r["op"]]
+        if not low:
+            return None
+        cmp_r = low[-1]
+    if cmp_r["guard"]:
+        return None
+    f = cmp_r["op"].split(".")
+    cond = next((x for x in f[1:] if x in _CMP), None)
+    if cond is None or len(cmp_r["opnds"]) < 4:
+        return None
+    a, b = cmp_r["opnds"][2], cmp_r["opnds"][3]
+    if _imm(a) is not None and _imm(b) is None:
+        a, b, cond = b, a, _MIRROR[cond]
+    bound = _imm(b)
+    if bound is None or not re.fullmatch(r"U?R\d+", a):
+        return None
+    steps = [r for r in body if _writes(r, a)]
+    if len(steps) != 1:
+        return None
+    step = _const_step(steps[0], a)
+    init = None
+    for r in reversed(before):
+        if _writes(r, a) or (r["op"] == "CS2R" and r["opnds"] and r["opnds"][0] == a):
+            init = _const_init(r, a)
+            break
+    if step is None or init is None or step == 0:
+        return None
+    u32 = "U32" in f
+    norm = (lambda v: v & 0xFFFFFFFF) if u32 else (lambda v: v)
+    inc_first = steps[0]["addr"] < cmp_r["addr"]
+    v, n = init, 0
+    while n < 10_000_000:
+        n += 1
+        if inc_first:
+            v += step
+        c = _CMP[cond](norm(v), norm(bound))
+        if not inc_first:
+            v += step
+        if c == neg:  # the back edge is not taken: the loop exits
+            return n
+    return None
+
+
+_OVERHEAD = ("BRA", "ISETP", "UISETP", "IADD3", "UIADD3", "VIADD", "IMAD", "UIMAD", "LEA",
+             "ULEA", "MOV", "UMOV", "SEL", "IADD", "LOP3", "ULOP3", "SHF", "USHF", "BSSY", "BSYNC",
+             "WARPSYNC", "BAR", "P2R", "R2P", "PLOP3")
+
+
+def _unroll_factor(ins: list[dict], main: dict, rem: dict) -> int:
+    """ptxas' unroll factor of a runtime loop split into an unrolled ``main`` loop and a
+    one-iteration ``rem`` loop: the typical ratio of the counts of each work opcode (loads,
+    stores, float math; not the counter and address arithmetic) in the two bodies."""
+    def ops(lp):
+        c: dict[str, int] = {}
+        for r in ins:
+            if lp["lo"] <= r["addr"] <= lp["hi"] and not r["op"].startswith(_OVERHEAD):
+                c[r["op"]] = c.get(r["op"], 0) + 1
+        return c
+    a, b = ops(main), ops(rem)
+    ratios = sorted(round(a[o] / b[o]) for o in b if o in a and a[o] >= b[o])
+    if ratios:
+        return max(1, ratios[len(ratios) // 2])
+    return max(1, round(main["n"] / max(1, rem["n"])))
+
+
 def analyse(sass: str, log: str, kernel_file: str, fn: str, env: dict, threads: int,
             elems_per_prog: float) -> dict:
     ins = parse_sass(sass, kernel_file)
     if not ins:
         raise RuntimeError("no SASS instructions parsed")
     srcl = source_loops(kernel_file, fn, env)
-    # SASS loops: backward branches, merged by header
-    heads: dict[int, int] = {}
+    by_head = {s["lo"]: s for s in srcl}
+    # SASS loops: backward branches, merged by header; the last back edge closes the loop
+    heads: dict[int, dict] = {}
     for r in ins:
         if r["op"] == "BRA" and r["taddr"] is not None and r["taddr"] < r["addr"] and not r["cold"]:
-            heads[r["taddr"]] = max(heads.get(r["taddr"], 0), r["addr"])
+            if r["taddr"] not in heads or heads[r["taddr"]]["addr"] < r["addr"]:
+                heads[r["taddr"]] = r
     loops = []
-    for lo, hi in sorted(heads.items(), key=lambda t: (t[0], -t[1])):
+    for lo, br in sorted(heads.items(), key=lambda t: (t[0], -t[1]["addr"])):
+        hi = br["addr"]
         body = [r for r in ins if lo <= r["addr"] <= hi]
-        lines = [r["line"] for r in body if r["line"] is not None]
-        best = None
-        for s in srcl:  # innermost source loop with >= 90% of the lines
-            inside = sum(1 for ln in lines if s["lo"] <= ln <= s["hi"])
-            if lines and inside >= 0.9 * len(lines):
-                if best is None or s["hi"] - s["lo"] < best["hi"] - best["lo"]:
-                    best = s
-        loops.append({"lo": lo, "hi": hi, "src": best, "n": len(body)})
-    # weight: product over enclosing SASS loops mapped to distinct source loops
+        # the source loop: the back edge's line is the header of its for/while (any level of
+        # inlining); else the innermost source loop holding >= 90% of the body's lines
+        src, how = None, None
+        for ln in br["locs"]:
+            if ln in by_head:
+                src, how = by_head[ln], "back edge"
+                break
+        if src is None:
+            lines = [r["line"] for r in body if r["line"] is not None]
+            for s in srcl:
+                inside = sum(1 for ln in lines if s["lo"] <= ln <= s["hi"])
+                if lines and inside >= 0.9 * len(lines):
+                    if src is None or s["hi"] - s["lo"] < src["hi"] - src["lo"]:
+                        src, how = s, "lines"
+        loops.append({"lo": lo, "hi": hi, "src": src, "map": how, "n": len(body),
+                      "sass_trips": sass_trips(ins, lo, br)})
+    for lp in loops:
+        lp["parent"] = min((o for o in loops if o is not lp and o["lo"] <= lp["lo"]
+                            and lp["hi"] <= o["hi"]), key=lambda o: o["hi"] - o["lo"],
+                           default=None)
+    # trips per entry: the SASS counter when it resolves (this sees ptxas' unrolling: a
+    # 16-trip source loop unrolled 4x runs 4 times); else the source loop's, divided by an
+    # unroll factor where ptxas split it into an unrolled main loop and a remainder loop
+    # (siblings mapped to the same source loop: factor = main body / remainder body)
+    groups: dict = {}
+    for lp in loops:
+        if lp["src"] is not None:
+            groups.setdefault((id(lp["src"]), id(lp["parent"])), []).append(lp)
+    for lp in loops:
+        st = lp["src"]["trips"] if lp["src"] is not None else None
+        lp["unroll"] = None
+        if lp["sass_trips"] is not None and (st is None or lp["sass_trips"] <= st):
+            lp["trips"], lp["trips_from"] = lp["sass_trips"], "sass counter"
+            if st and st % lp["sass_trips"] == 0:
+                lp["unroll"] = st // lp["sass_trips"]
+        elif st is not None:
+            sib = groups[(id(lp["src"]), id(lp["parent"]))]
+            if len(sib) == 2 and all(o["sass_trips"] is None for o in sib):
+                big, small = sorted(sib, key=lambda o: o["n"], reverse=True)
+                u = _unroll_factor(ins, big, small)
+                lp["unroll"] = u
+                lp["trips"] = st // u if lp is big else st % u
+                lp["trips_from"] = f"source / unroll {u}"
+            else:
+                lp["trips"], lp["trips_from"] = st, "source"
+        else:
+            lp["trips"], lp["trips_from"] = None, "unknown (counted once)"
+    # weight: product of the trip counts of the SASS loops around an instruction (a loop whose
+    # trips are unknown counts once); a SASS loop nested in another mapped to the same source
+    # loop with the source's count does not multiply again
     for r in ins:
-        seen, w = set(), 1
+        w, seen = 1, set()
         for lp in loops:
             if lp["lo"] <= r["addr"] <= lp["hi"]:
-                key = id(lp["src"]) if lp["src"] is not None else ("sass", lp["lo"])
-                if key in seen:
-                    continue
-                seen.add(key)
-                t = lp["src"]["trips"] if lp["src"] is not None else None
-                w *= t if t else 1
+                if lp["trips_from"] == "source":
+                    if id(lp["src"]) in seen:
+                        continue
+                    seen.add(id(lp["src"]))
+                w *= lp["trips"] if lp["trips"] is not None else 1
         r["w"] = 0 if r["cold"] else w
-    hot_loops = [lp for lp in loops if lp["src"] is not None and (lp["src"]["trips"] or 0) > 1]
+    hot_loops = [lp for lp in loops if (lp["trips"] or 0) > 1]
     outer = [lp for lp in hot_loops
              if not any(o is not lp and o["lo"] <= lp["lo"] and lp["hi"] <= o["hi"]
                         for o in hot_loops)]
@@ -328,19 +607,27 @@ def analyse(sass: str, log: str, kernel_file: str, fn: str, env: dict, threads: 
     regs = re.search(r"Used (\d+) registers", log)
     sp = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads",
                    log)
+    f64 = [r for r in ins if is_f64(r["op"])]
     return {
         "static_instrs": sum(1 for r in ins if not r["cold"]),
         "cold_instrs": sum(1 for r in ins if r["cold"]),
         "dynamic_instrs_per_thread": dyn,
+        "dynamic_instrs_per_program": dyn * threads,
         "ipe": dyn * threads / elems_per_prog,
         "hot_loop_instrs": len(hot),
         "loop_free": not outer,
         "loops": [{"sass": [hex(lp["lo"]), hex(lp["hi"])], "instrs": lp["n"],
+                   "parent": hex(lp["parent"]["lo"]) if lp["parent"] else None,
                    "src_lines": [lp["src"]["lo"], lp["src"]["hi"]] if lp["src"] else None,
+                   "mapped_by": lp["map"],
                    "kind": lp["src"]["kind"] if lp["src"] else None,
-                   "trips": lp["src"]["trips"] if lp["src"] else None} for lp in loops],
-        "f64": sum(1 for r in ins if is_f64(r["op"])),
-        "f64_ops": sorted({r["op"] for r in ins if is_f64(r["op"])}),
+                   "src_trips": lp["src"]["trips"] if lp["src"] else None,
+                   "sass_trips": lp["sass_trips"], "unroll": lp["unroll"],
+                   "trips": lp["trips"], "trips_from": lp["trips_from"]} for lp in loops],
+        "f64": len(f64),
+        "f64_ops": sorted({r["op"] for r in f64}),
+        "f64_lines": sorted({r["line"] for r in f64 if r["line"] is not None}),
+        "f64_cold": sum(1 for r in f64 if r["cold"]),
         "regs": int(regs.group(1)) if regs else None,
         "stack": int(sp.group(1)) if sp else None,
         "spill": int(sp.group(2)) + int(sp.group(3)) if sp else None,
@@ -375,6 +662,13 @@ def numgrade_jobs(recipe: str, exact: bool, M: int, N: int) -> list[dict]:
         if len(syms) == 1:
             env[syms[0]] = n
     scalars = {name: int(d.evaluate(env)) for name, d in program.dims.items()}
+    # the launcher's own derived sizes (e.g. scalars['dim0_part16384'] = -(-dim0 // 16384))
+    ev = {"int": int, "min": min, "max": max, "scalars": scalars, "__builtins__": {}}
+    for key, expr in re.findall(r"^\s*scalars\['(\w+)'\] = (.+)$", source, re.M):
+        try:
+            scalars.setdefault(key, int(eval(expr, ev)))
+        except Exception:
+            pass
     jobs = []
     for k, em in zip(program.kernels, ems):
         sig = tb._signature(program, em)
@@ -390,7 +684,15 @@ def numgrade_jobs(recipe: str, exact: bool, M: int, N: int) -> list[dict]:
                                       r"enable_reflect_ftz)=(\w+)", m.group(1)):
                 opts[kw] = {"True": True, "False": False}.get(val, val if not val.isdigit()
                                                                else int(val))
-        programs = math.prod(k.grid_extents(scalars)) if k.grid else 1
+        if opts.get("num_warps") == "_warps" and consts:
+            opts["num_warps"] = tb.warps_for(*consts.values())   # the fast launcher's rule
+        # programs launched: the launcher's ``_n = ...`` before ``k_<name>[(_n,)]``
+        m = re.search(rf"^\s*_n = (.+)\n\s*if _n > 0:\n\s*k_{re.escape(k.name)}\[\(_n,\)\]",
+                      source, re.M)
+        try:
+            programs = int(eval(m.group(1), ev))
+        except Exception:
+            programs = math.prod(k.grid_extents(scalars)) if k.grid else 1
         env_k = {f"v_{n}": scalars[n] for n, _ in scal if n in scalars}
         env_k.update(consts)
         div16 = _ptr_div16(sig)
@@ -525,7 +827,8 @@ def run(recipes, archs, M, N, nproc, checks) -> dict:
             a = analyse(asm["sass"], asm["log"], j["path"], j["fn"], j["env"], threads,
                         M * N / j["programs"])
             a.update(label=j["label"], programs=j["programs"], sass_dir=asm["dir"],
-                     options=j["options"])
+                     options=j["options"], source=j["path"], fn=j["fn"],
+                     dynamic_instrs=a["dynamic_instrs_per_program"] * j["programs"])
             return item, a
         except Exception as e:
             return item, {"label": j["label"], "error": f"{type(e).__name__}: {e}"}
@@ -541,7 +844,10 @@ def run(recipes, archs, M, N, nproc, checks) -> dict:
                 ks = slot.get("kernels", [])
                 if ks and all("error" not in k for k in ks):
                     slot["total"] = {
-                        "ipe": sum(k["ipe"] for k in ks),
+                        # sum over the kernels of dynamic instructions / the recipe's input
+                        # elements (the same as the sum of the kernels' ipe)
+                        "dynamic_instrs": sum(k["dynamic_instrs"] for k in ks),
+                        "ipe": sum(k["dynamic_instrs"] for k in ks) / (M * N),
                         "hot_loop_instrs": sum(k["hot_loop_instrs"] for k in ks),
                         "f64": sum(k["f64"] for k in ks),
                         "regs": max(k["regs"] or 0 for k in ks),
@@ -553,6 +859,10 @@ def run(recipes, archs, M, N, nproc, checks) -> dict:
     return results
 
 
+def _ipe(x: float) -> str:
+    return f"{x:.1f}" if x >= 0.95 or x == 0 else f"{x:.2g}"
+
+
 def _cell(k: dict | None) -> str:
     if k is None:
         return ""
@@ -560,7 +870,7 @@ def _cell(k: dict | None) -> str:
         return "ERROR: " + k["error"].replace("|", "/")[:160]
     ldg = k["ldg128"] + (f" ({'/'.join(map(str, k['ldg_bits']))})" if k.get("ldg_bits") else "")
     hot = "loop-free" if k.get("loop_free") else f"hot {k['hot_loop_instrs']}"
-    return (f"**{k['ipe']:.1f}** ipe, {hot}, f64 {k['f64']}, {k['regs']} regs, "
+    return (f"**{_ipe(k['ipe'])}** ipe, {hot}, f64 {k['f64']}, {k['regs']} regs, "
             f"spill {k['spill']} B, LDG128 {ldg}")
 
 
@@ -572,8 +882,11 @@ def _tcell(slot: dict | None) -> str:
     t = slot.get("total")
     if t is None:
         return "ERROR (see kernels)"
-    return (f"**{t['ipe']:.1f}** ipe, hot {t['hot_loop_instrs']}, f64 {t['f64']}, "
+    return (f"**{_ipe(t['ipe'])}** ipe, hot {t['hot_loop_instrs']}, f64 {t['f64']}, "
             f"max {t['regs']} regs, spill {t['spill']} B, LDG128 {t['ldg128']}")
+
+
+VARIANTS = ("fast", "exact", "expert")
 
 
 def table(results: dict) -> str:
@@ -582,28 +895,26 @@ def table(results: dict) -> str:
     for arch in results["archs"]:
         out.append(f"### {arch}, f32 [{M}, {N}] (Triton {results['triton']}, "
                    f"ptxas {results['ptxas']})\n")
-        out.append("ipe = SASS thread-instructions per input element (loop trip counts applied); "
+        out.append("ipe = SASS thread-instructions per input element (loop trip counts applied; "
+                   "a kernel's: per program / input elements per program; total: sum over the "
+                   "recipe's kernels of all programs' instructions / input elements); "
                    "hot = static instructions in the hot loop(s); spill = spill stores + loads.\n")
         out.append("| recipe | kernel | numgrade fast | numgrade exact | expert | fast / expert |")
         out.append("|---|---|---|---|---|---|")
         for rc, rr in results["recipes"].items():
             slots = rr.get(arch, {})
-            n = max([len(slots.get(v, {}).get("kernels", [])) for v in ("fast", "exact", "expert")]
-                    + [1])
-            for i in range(n):
-                cells, names = [], []
-                for v in ("fast", "exact", "expert"):
-                    s = slots.get(v, {})
-                    if "error" in s:
-                        cells.append(_tcell(s) if i == 0 else "")
-                        continue
-                    ks = s.get("kernels", [])
-                    k = ks[i] if i < len(ks) else None
-                    cells.append(_cell(k))
-                    if k is not None and k.get("label") not in names:
-                        names.append(k["label"])
-                out.append(f"| {rc} | {i}: {' / '.join(names)} | " + " | ".join(cells) + " | |")
-            tots = [slots.get(v, {}) for v in ("fast", "exact", "expert")]
+            # each side's kernels on their own rows (the programs differ in kernel count)
+            for col, v in enumerate(VARIANTS):
+                s = slots.get(v, {})
+                if "error" in s:
+                    continue  # shown in the total row
+                for i, k in enumerate(s.get("kernels", [])):
+                    cells = ["", "", ""]
+                    cells[col] = _cell(k)
+                    progs = f", {k['programs']} programs" if "programs" in k else ""
+                    out.append(f"| {rc} | {v} {i}: {k.get('label')}{progs} | "
+                               + " | ".join(cells) + " | |")
+            tots = [slots.get(v, {}) for v in VARIANTS]
             ratio = ""
             f, e = (tots[0].get("total"), tots[2].get("total"))
             if f and e and e["ipe"]:
