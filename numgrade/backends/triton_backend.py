@@ -58,7 +58,8 @@ import numpy as np
 from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, KExpr, Kernel, KernelProgram, Let, Loop,
                          Reduce, Stmt, Store, acc_vars)
 from ..kernels.ir import IDENT_RE as _IDENT
-from ..kernels.schedule import CeilDiv, batch_grid_points
+from ..kernels.schedule import (CeilDiv, batch_grid_points, simplify_indices,
+                                split_grid_reductions)
 from .base import Launcher
 
 TL_DTYPES = {"f64": "tl.float64", "f32": "tl.float32", "i64": "tl.int64", "i32": "tl.int32",
@@ -794,6 +795,11 @@ else:
                                                       tanh as _tanh_f32)
 
 
+def _warps(*blocks):
+    """Warps for a fast-contract launch (numgrade.backends.triton_backend.warps_for)."""
+    return max(1, min(4, max(blocks) // {lanes_per_warp}))
+
+
 def _blk(n):
     """Lanes for a vectorised loop of n iterations: a power of two in [2, {maxb}]."""
     n = int(n)
@@ -803,6 +809,14 @@ def _blk(n):
 '''
 
 LAUNCH_OPTIONS = "num_warps=4, enable_fp_fusion=False, enable_reflect_ftz=False"
+TORCH_DTYPES = {"f32": "float32", "f64": "float64"}
+ELEMENTS_PER_THREAD = 4   # fast contract: 4 f32 lanes per thread (one 128-bit access)
+
+
+def warps_for(*blocks: int) -> int:
+    """Warps of a fast-contract program: its largest lane block at ELEMENTS_PER_THREAD lanes
+    per thread, 1 to 4 warps (the generated launcher's ``_warps``)."""
+    return max(1, min(4, max(blocks) // (32 * ELEMENTS_PER_THREAD)))
 
 
 # grid points per program for kernels whose per-point work is short (kernels/schedule.py):
@@ -811,17 +825,20 @@ GRID_POINTS_PER_PROGRAM = 128
 
 
 def schedule_for_triton(program: KernelProgram) -> KernelProgram:
-    """The schedule stage for Triton (idempotent): short per-point kernels (block quantisers)
-    run GRID_POINTS_PER_PROGRAM grid points per program, under the fast contract."""
+    """The schedule stage for Triton (idempotent), under the fast contract: whole-tensor
+    reductions over the grid in two stages, short per-point kernels (block quantisers) at
+    GRID_POINTS_PER_PROGRAM grid points per program, flat indices without div/mod."""
     if getattr(program, "contract", "exact") != "fast":
         return program
-    return batch_grid_points(program, GRID_POINTS_PER_PROGRAM)
+    program = split_grid_reductions(program)
+    program = batch_grid_points(program, GRID_POINTS_PER_PROGRAM)
+    return simplify_indices(program)
 
 
 def _emit_program(program: KernelProgram) -> tuple[str, list[_KernelEmitter]]:
     program = schedule_for_triton(program)
     ident(program.name)
-    parts = [HEADER.format(name=program.name, maxb=MAX_BLOCK)]
+    parts = [HEADER.format(name=program.name, maxb=MAX_BLOCK, lanes_per_warp=32 * ELEMENTS_PER_THREAD)]
     ems = []
     for k in program.kernels:
         em = _KernelEmitter(program, k)
@@ -829,10 +846,20 @@ def _emit_program(program: KernelProgram) -> tuple[str, list[_KernelEmitter]]:
         ems.append(em)
     launch = [f"def launch_{program.name}(buffers, scalars):",
               '    """Run every kernel in order; buffers are torch tensors by buffer name."""']
+    derived = {}
     for name, d in program.dims.items():   # sizes the schedule derived (grid blocks)
         if isinstance(d, CeilDiv) and d.of:
+            derived[d] = name
             launch.append(f"    scalars[{ident(name)!r}] = -(-int(scalars[{ident(d.of)!r}]) "
                           f"// {int(d.k)})")
+    for name, b in program.buffers.items():  # the schedule's scratch buffers
+        if b.role == "scratch":
+            (size,) = b.shape
+            n = f"int(scalars[{ident(derived[size])!r}])" if size in derived else \
+                repr(int(size.int_value()))
+            launch.append(f"    buffers[{ident(name)!r}] = __import__('torch').empty({n}, "
+                          f"dtype=__import__('torch').{TORCH_DTYPES[b.storage]}, "
+                          f"device=next(iter(buffers.values())).device)")
     for k, em in zip(program.kernels, ems):
         bufs, scal = em.params()
         launch.append(f"    # {k.name}" + (f": {k.note}" if k.note else ""))
@@ -848,7 +875,12 @@ def _emit_program(program: KernelProgram) -> tuple[str, list[_KernelEmitter]]:
         for b, he in em.blocks:
             args.append(f"{b}=" + (f"_blk({he})" if he is not None else "256"))
         launch.append("    if _n > 0:")
-        launch.append(f"        k_{k.name}[(_n,)](" + ", ".join(args) + f", {LAUNCH_OPTIONS})")
+        opts = LAUNCH_OPTIONS
+        if getattr(program, "contract", "exact") == "fast" and em.blocks:
+            # warps sized to the lane blocks: four elements per thread for 128-bit accesses
+            bl = ", ".join(a.split("=", 1)[1] for a in args if a.startswith("B"))
+            opts = opts.replace("num_warps=4", f"num_warps=_warps({bl})")
+        launch.append(f"        k_{k.name}[(_n,)](" + ", ".join(args) + f", {opts})")
     launch.append("")
     return "".join(parts) + "\n".join(launch) + "\n", ems
 

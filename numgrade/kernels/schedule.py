@@ -10,6 +10,12 @@ which program computes a value, never how), so they serve both execution contrac
 * :func:`batch_grid_points`: L consecutive grid points of a kernel with a small per-point body
   become the L lanes of one program (a parallel loop over them; the last program's extra lanes
   recompute the last grid point and store the same values again).
+* :func:`split_grid_reductions`: a whole-tensor reduction (per-tensor amax) runs over the grid
+  in two stages instead of in one program.
+* :func:`simplify_indices`: ``(x / n) * n + x % n`` is x (no 64-bit division per element).
+
+Buffers with role ``scratch`` are the schedule's own (partial results); a backend's launcher
+allocates them.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Mapping
+from typing import Callable, Mapping
 
 from ..ir.dims import Dim
-from .ir import (Assign, Decl, Kernel, KernelProgram, Let, Loop, Reduce, ScalarParam, Stmt,
-                 Store, const, select, var)
+from .ir import (Assign, BufferDecl, Decl, KExpr, KernelProgram, Let, Loop, Reduce,
+                 ScalarParam, Stmt, Store, acc_vars, const, load, select, var)
 
 I64 = "i64"
 
@@ -116,3 +122,195 @@ def batch_grid_points(program: KernelProgram, lanes: int = 128,
     if not changed:
         return program
     return dataclasses.replace(program, kernels=kernels, dims=dims)
+
+
+# ---------------------------------------------------------------------------------------------
+# expression and statement rewriting shared by the passes
+
+def rewrite_expr(e: KExpr, fn: Callable[[KExpr], KExpr | None],
+                 memo: dict[int, KExpr] | None = None) -> KExpr:
+    """``e`` bottom-up with ``fn`` applied to every node (None keeps the node)."""
+    memo = {} if memo is None else memo
+    hit = memo.get(id(e))
+    if hit is not None:
+        return hit
+    args = tuple(rewrite_expr(a, fn, memo) for a in e.args)
+    out = e if args == e.args else KExpr(e.op, args, e.attrs, e.dtype)
+    new = fn(out)
+    out = out if new is None else new
+    memo[id(e)] = out
+    return out
+
+
+def rewrite_stmts(stmts: tuple[Stmt, ...], fn: Callable[[KExpr], KExpr | None]) -> tuple:
+    """Every expression of the statements (recursively) rewritten by :func:`rewrite_expr`."""
+    memo: dict[int, KExpr] = {}
+
+    def ex(e: KExpr | None) -> KExpr | None:
+        return None if e is None else rewrite_expr(e, fn, memo)
+
+    out = []
+    for s in stmts:
+        if isinstance(s, (Let, Assign)):
+            out.append(dataclasses.replace(s, value=ex(s.value)))
+        elif isinstance(s, Decl):
+            out.append(dataclasses.replace(s, init=ex(s.init)))
+        elif isinstance(s, Store):
+            out.append(dataclasses.replace(s, index=ex(s.index), value=ex(s.value)))
+        elif isinstance(s, Loop):
+            out.append(dataclasses.replace(s, extent=ex(s.extent),
+                                           body=rewrite_stmts(s.body, fn)))
+        elif isinstance(s, Reduce):
+            out.append(dataclasses.replace(s, extent=ex(s.extent), body=rewrite_stmts(s.body, fn),
+                                           value=ex(s.value), combine=ex(s.combine),
+                                           init=ex(s.init), leaf=ex(s.leaf)))
+        else:  # pragma: no cover - every statement kind is listed above
+            raise TypeError(s)
+    return tuple(out)
+
+
+def substitute(stmts: tuple[Stmt, ...], name: str, value: KExpr) -> tuple:
+    """The statements with the variable ``name`` replaced by ``value``."""
+    return rewrite_stmts(stmts, lambda e: value if e.op == "var" and e.attrs[0] == name
+                         else None)
+
+
+def _lets(stmts: tuple[Stmt, ...], out: dict[str, KExpr]) -> dict[str, KExpr]:
+    """Every Let of the statements (recursively): names are single-assignment in a kernel."""
+    for s in stmts:
+        if isinstance(s, Let):
+            out[s.name] = s.value
+        elif isinstance(s, (Loop, Reduce)):
+            _lets(s.body, out)
+    return out
+
+
+def _index_folder(lets: Mapping[str, KExpr]) -> Callable[[KExpr], KExpr | None]:
+    """(x / n) * n + x % n -> x (index arithmetic of non-negative values, as the IR defines
+    div and mod), seeing through Let names: lowering re-linearises flattened indices so."""
+    def look(e: KExpr) -> KExpr:
+        while e.op == "var" and e.attrs[0] in lets and e.dtype == "i64":
+            e = lets[e.attrs[0]]
+        return e
+
+    def fold(e: KExpr) -> KExpr | None:
+        if e.op != "add" or len(e.args) != 2:
+            return None
+        for a, b in (e.args, e.args[::-1]):
+            a, bm = look(a), look(b)
+            if a.op != "mul" or bm.op != "mod" or len(a.args) != 2:
+                continue
+            x, n = bm.args
+            for q, m in (a.args, a.args[::-1]):
+                q = look(q)
+                if look(m) is look(n) and q.op == "div" and look(q.args[0]) is look(x) and \
+                        look(q.args[1]) is look(n):
+                    return x
+        return None
+    return fold
+
+
+def simplify_indices(program: KernelProgram) -> KernelProgram:
+    """Every kernel's index arithmetic with ``(x / n) * n + x % n`` folded to x."""
+    kernels = [dataclasses.replace(k, body=rewrite_stmts(k.body, _index_folder(_lets(k.body, {}))))
+               for k in program.kernels]
+    return dataclasses.replace(program, kernels=kernels)
+
+
+# ---------------------------------------------------------------------------------------------
+# whole-tensor reductions over the grid
+
+_IDENTITY = {"sum": 0.0, "max": float("-inf"), "min": float("inf")}
+
+
+def _size(e: KExpr, dims: Mapping, chunk: int, suffix: str, dims_out: dict,
+          scalars: list[ScalarParam]) -> KExpr | None:
+    """ceil(e / chunk) as a grid extent: a constant or a new derived size parameter."""
+    if e.op == "const":
+        return const(max(1, -(-int(e.attrs[0]) // chunk)), I64)
+    if e.op != "var" or not isinstance(dims.get(e.attrs[0]), Dim):
+        return None
+    name = f"{e.attrs[0]}_{suffix}{chunk}"
+    dims_out[name] = CeilDiv(dims[e.attrs[0]], chunk, e.attrs[0])
+    if all(p.name != name for p in scalars):
+        scalars.append(ScalarParam(name, I64))
+    return var(name, I64)
+
+
+def split_grid_reductions(program: KernelProgram, chunk: int = 16384,
+                          tail_chunk: int = 8192) -> KernelProgram:
+    """A kernel without a grid that starts with a whole-tensor reduction in any order
+    (per-tensor amax: max over every element, then a scale, then a pass over every element)
+    becomes two grid-wide kernels: partial reductions over ``chunk`` elements into a scratch
+    buffer, then (per ``tail_chunk`` elements of the final parallel loop) the reduction of the
+    partials, the scalar steps and that chunk of the loop. Any order is the Reduce's own
+    contract (max is exact; a sum in any order is the fast contract's), so the results stay
+    within it; the second kernel's programs compute the same scalars and store the same values.
+    """
+    dims: dict = dict(program.dims)
+    buffers = dict(program.buffers)
+    kernels = []
+    changed = False
+    for k in program.kernels:
+        body = k.body
+        r = body[0] if body else None
+        if k.grid or not isinstance(r, Reduce) or r.order != "any" or r.leaf is not None or \
+                r.kind not in _IDENTITY or r.dtype not in ("f32", "f64") or \
+                (r.extent.op == "const" and int(r.extent.attrs[0]) <= chunk):
+            kernels.append(k)
+            continue
+        scalars = list(k.scalars)
+        new_dims: dict = {}
+        parts = _size(r.extent, dims, chunk, "part", new_dims, scalars)
+        if parts is None:
+            kernels.append(k)
+            continue
+        dims.update(new_dims)
+        # stage 1: one partial per chunk (a clamped index and the identity past the end)
+        p = var(f"{r.name}_part", I64)
+        idx = p * const(chunk, I64) + var(r.var, I64)
+        inside = idx.lt(r.extent)
+        clamped = select(inside, idx, r.extent - const(1, I64))
+        pbody = substitute(r.body, r.var, clamped)
+        pvalue = rewrite_expr(r.value, lambda e: clamped if e.op == "var" and
+                              e.attrs[0] == r.var else None)
+        ident = const(_IDENTITY[r.kind], r.dtype)
+        part = dataclasses.replace(r, extent=const(chunk, I64), body=pbody,
+                                   value=select(inside, pvalue, ident))
+        scratch = f"scratch_{r.name}"
+        size = new_dims.get(parts.attrs[0]) if parts.op == "var" else \
+            Dim.const(int(parts.attrs[0]))
+        buffers[scratch] = BufferDecl(scratch, r.dtype, (size,), r.dtype, "scratch")
+        k1 = dataclasses.replace(
+            k, name=f"{k.name}_partials", grid=(parts,), grid_vars=(p.attrs[0],),
+            body=(part, Store(scratch, p, var(r.name, r.dtype))),
+            buffers=tuple(k.buffers) + (scratch,), scalars=tuple(scalars),
+            note=f"{k.note}; partial {r.kind} of {chunk} elements per program".lstrip("; "))
+        # stage 2: reduce the partials, then the rest; a final parallel loop is chunked too
+        a, b = acc_vars(r.dtype)
+        j = f"{r.name}_j"
+        gather = Reduce(r.name, j, parts, (), load(scratch, var(j, I64), r.dtype),
+                        r.combine if r.kind != "sum" else a + b, r.init, "any", r.kind)
+        rest = tuple(body[1:])
+        grid, gvars = (), ()
+        last = rest[-1] if rest else None
+        if isinstance(last, Loop) and last.kind == "parallel":
+            tiles = _size(last.extent, dims, tail_chunk, "tile", new_dims, scalars)
+            if tiles is not None:
+                dims.update(new_dims)
+                q = var(f"{last.var}_tile", I64)
+                t = q * const(tail_chunk, I64) + var(f"{last.var}_in", I64)
+                pos = select(t.lt(last.extent), t, last.extent - const(1, I64))
+                loop = Loop(f"{last.var}_in", const(tail_chunk, I64),
+                            (Let(last.var, pos),) + tuple(last.body), "parallel")
+                rest = rest[:-1] + (loop,)
+                grid, gvars = (tiles,), (q.attrs[0],)
+        k2 = dataclasses.replace(
+            k, grid=grid, grid_vars=gvars, body=(gather,) + rest,
+            buffers=tuple(k.buffers) + (scratch,), scalars=tuple(scalars),
+            note=f"{k.note}; {r.kind} of the partials".lstrip("; "))
+        kernels += [k1, k2]
+        changed = True
+    if not changed:
+        return program
+    return dataclasses.replace(program, kernels=kernels, dims=dims, buffers=buffers)
