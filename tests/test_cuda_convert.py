@@ -202,7 +202,10 @@ def test_conversions_emulated_are_bit_exact(arch, cases, cache):
         want = {f"ng_cv_{sp.key}_{kind}_{'f' if dt == 'f32' else 'd'}" for kind in kinds}
         if sp not in own:
             want = set()  # software on this arch
-        assert used == want, (arch, name, used)
+        # e2m1 saturates in every mode: its _s_ and _n_ helpers are one function, and an f32
+        # input's expansion (round_f32_to) is the same for both
+        same = (lambda names: {n.replace("e2m1_rne_s_", "e2m1_rne_n_") for n in names})
+        assert same(used) == same(want), (arch, name, used)
     be = CudaHostBackend(cache, emulate=arch)
     ok, why = be.available()
     if not ok:

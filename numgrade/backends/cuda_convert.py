@@ -67,6 +67,7 @@ import numpy as np
 
 from ..ir.formats import Format, get_format, round_array, to_storage
 from ..kernels import legalize as L
+from ..kernels.round_f32 import round_f32_to
 from ..kernels.ir import var_names
 from ..kernels.ir import (Assign, Decl, Kernel, KExpr, Let, Loop, Reduce, Stmt, Store,
                           walk_exprs)
@@ -290,11 +291,17 @@ class _Probe:
         _close_block(blk.stmts, env)
         return _subst(out, env, {})
 
-    def rounding(self, x: KExpr, sp: Spec) -> KExpr:
+    def rounding(self, x: KExpr, sp: Spec) -> KExpr | None:
+        """The closed form of the rounding of x: legalize.round_to of an f64, or
+        round_f32.round_f32_to of an f32 (None where that has no expansion)."""
         key = (x, sp)
         if key not in self.rounds:
-            self.rounds[key] = self._closed(
-                lambda b: L.round_to(b, x, sp.format, sp.mode, sp.sat))
+            if x.dtype == "f32":
+                self.rounds[key] = self._closed(
+                    lambda b: round_f32_to(b, x, sp.format, sp.mode, sp.sat) or x)
+            else:
+                self.rounds[key] = self._closed(
+                    lambda b: L.round_to(b, x, sp.format, sp.mode, sp.sat))
         return self.rounds[key]
 
     def encodings(self, r: KExpr, sp: Spec) -> tuple[KExpr, ...]:
@@ -335,6 +342,8 @@ def _plausible(specs: Sequence[Spec], kernel: Kernel) -> list[Spec]:
         f = sp.format
         marks = {2.0 ** f.emin, 2.0 ** f.emax, 2.0 ** (1 - f.precision)}
         if MODES_OP[sp.mode] in ops and marks <= vals:
+            out.append(sp)
+        elif "bitcast" in ops and f.precision < 24:   # an f32 rounding (round_f32_to)
             out.append(sp)
     return out
 
@@ -398,13 +407,17 @@ def _scan(stmts: Sequence[Stmt], env: dict[str, KExpr], specs: Sequence[Spec], p
                 sp, x, f32_in = hit
                 out[s.name] = Conv(sp, "code", x, f32_in)
             v = s.value
-            if v.op == "bitcast" and v.dtype == "u64" and v.args[0].dtype == "f64":
+            # the first step of a rounding: the bits of an f64 (legalize.round_to) or of an
+            # f32 (round_f32.round_f32_to)
+            if v.op == "bitcast" and (v.dtype, v.args[0].dtype) in (("u64", "f64"),
+                                                                    ("u32", "f32")):
                 x_local = v.args[0]
                 x_closed = _subst(x_local, env, {})
                 names = _var_names(x_closed)
                 if names & shadowed:
                     continue
-                f32_in = x_closed.op == "cast" and x_closed.args[0].dtype == "f32"
+                f32_in = x_closed.dtype == "f32" or \
+                    (x_closed.op == "cast" and x_closed.args[0].dtype == "f32")
                 stable = not names & mutable
                 for sp in specs:
                     rounds.setdefault(probe.rounding(x_closed, sp), (sp, x_local, f32_in, stable))
