@@ -100,9 +100,17 @@ def _next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
 
-def block_for(extent: int) -> int:
+MAX_BLOCK_FAST = 4096   # fast contract: a row of up to 4096 lanes in one loop iteration
+
+
+def max_block(program: KernelProgram) -> int:
+    """The largest lane block of a program's vectorised loops (by its contract)."""
+    return MAX_BLOCK_FAST if getattr(program, "contract", "exact") == "fast" else MAX_BLOCK
+
+
+def block_for(extent: int, cap: int = MAX_BLOCK) -> int:
     """The lane-block size for a vectorised loop of ``extent`` iterations."""
-    return max(2, min(MAX_BLOCK, _next_pow2(extent)))
+    return max(2, min(cap, _next_pow2(extent)))
 
 
 def _float_bits(value: float, dtype: str) -> int:
@@ -380,7 +388,7 @@ class _KernelEmitter:
     def new_block(self, extent: KExpr) -> str:
         name = f"B{len(self.blocks)}"
         if extent.op == "const":
-            self.blocks.append((name, repr(block_for(int(extent.attrs[0])))))
+            self.blocks.append((name, repr(block_for(int(extent.attrs[0]), max_block(self.p)))))
         else:
             self.blocks.append((name, host_expr(extent, self.scalar_names)))
         return name
@@ -797,7 +805,7 @@ else:
 
 def _warps(*blocks):
     """Warps for a fast-contract launch (numgrade.backends.triton_backend.warps_for)."""
-    return max(1, min(4, max(blocks) // {lanes_per_warp}))
+    return max(1, min(8, max(blocks) // {lanes_per_warp}))
 
 
 def _blk(n):
@@ -815,8 +823,8 @@ ELEMENTS_PER_THREAD = 4   # fast contract: 4 f32 lanes per thread (one 128-bit a
 
 def warps_for(*blocks: int) -> int:
     """Warps of a fast-contract program: its largest lane block at ELEMENTS_PER_THREAD lanes
-    per thread, 1 to 4 warps (the generated launcher's ``_warps``)."""
-    return max(1, min(4, max(blocks) // (32 * ELEMENTS_PER_THREAD)))
+    per thread, 1 to 8 warps (the generated launcher's ``_warps``)."""
+    return max(1, min(8, max(blocks) // (32 * ELEMENTS_PER_THREAD)))
 
 
 # grid points per program for kernels whose per-point work is short (kernels/schedule.py):
@@ -838,7 +846,8 @@ def schedule_for_triton(program: KernelProgram) -> KernelProgram:
 def _emit_program(program: KernelProgram) -> tuple[str, list[_KernelEmitter]]:
     program = schedule_for_triton(program)
     ident(program.name)
-    parts = [HEADER.format(name=program.name, maxb=MAX_BLOCK, lanes_per_warp=32 * ELEMENTS_PER_THREAD)]
+    parts = [HEADER.format(name=program.name, maxb=max_block(program),
+                           lanes_per_warp=32 * ELEMENTS_PER_THREAD)]
     ems = []
     for k in program.kernels:
         em = _KernelEmitter(program, k)
