@@ -678,6 +678,8 @@ def numgrade_jobs(recipe: str, exact: bool, M: int, N: int) -> list[dict]:
             consts[b] = 256 if he is None else tb.block_for(
                 int(eval(he, {"int": int, "scalars": scalars, "__builtins__": {}})),
                 tb.max_block(program))
+        for f, fe in getattr(em, "flags", []):    # launcher-chosen constexpr flags (ROW)
+            consts[f] = eval(fe, {"int": int, "scalars": scalars, "__builtins__": {}})
         opts = {"num_warps": 4, "enable_fp_fusion": False, "enable_reflect_ftz": False}
         m = re.search(rf"k_{re.escape(k.name)}\[\(_n,\)\]\((.*)\)\s*$", source, re.M)
         if m:

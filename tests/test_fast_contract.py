@@ -175,3 +175,22 @@ def test_triton_schedule_batches_short_grid_points_bit_exactly(program, fname, n
     got = f.compile("triton")(x)
     for a, b in zip(ref, got):
         assert np.array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64))
+
+
+@pytest.mark.slow
+def test_fast_triton_ptx_uses_fp8_conversions_and_no_f64():
+    """Compiled for sm_90a (no GPU needed): the fast FP8 quantiser rounds with the hardware
+    conversion, and the fast softmax and RMSNorm have no float64 arithmetic."""
+    import re
+
+    if not _available("triton"):
+        pytest.skip("triton unavailable")
+    from numgrade.backends.triton_backend import compile_ptx
+
+    fp8 = compile_ptx(ng.load("stdlib:fp8").quantize_block_1x128.kernels(exact=False), "sm_90a")
+    assert any("cvt.rn.satfinite.e4m3x2.f32" in p for p in fp8.values())
+    for prog, fn in (("softmax", "softmax"), ("rmsnorm", "rmsnorm")):
+        ptx = compile_ptx(ng.load(f"stdlib:{prog}")[fn].kernels(exact=False), "sm_90a")
+        f64 = [ln for p in ptx.values() for ln in p.splitlines()
+               if re.search(r"\b(add|sub|mul|fma|div)\.[a-z.]*f64\b", ln)]
+        assert not f64, f64[:3]

@@ -42,6 +42,7 @@ there, because ``@triton.jit`` reads its function's source file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import math
@@ -56,11 +57,12 @@ from typing import Any, Callable
 import numpy as np
 
 from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, KExpr, Kernel, KernelProgram, Let, Loop,
-                         Reduce, Stmt, Store, acc_vars)
+                         Reduce, Stmt, Store, acc_vars, var)
 from ..kernels.ir import IDENT_RE as _IDENT
-from ..kernels.schedule import (CeilDiv, batch_grid_points, simplify_indices,
-                                split_grid_reductions)
+from ..kernels.schedule import (CeilDiv, _lets, batch_grid_points, close_lets, rewrite_expr,
+                                simplify_indices, split_grid_reductions, substitute)
 from .base import Launcher
+from .cuda_convert import Spec, find_conversions
 
 TL_DTYPES = {"f64": "tl.float64", "f32": "tl.float32", "i64": "tl.int64", "i32": "tl.int32",
              "u64": "tl.uint64", "u32": "tl.uint32", "u16": "tl.uint16", "u8": "tl.uint8",
@@ -87,6 +89,19 @@ def _is_plain_sum(r: Reduce) -> bool:
         return False
     a, b = acc_vars(r.dtype)
     return r.combine is (a + b) and r.init.op == "const" and r.init.attrs[0] == 0
+
+
+# the roundings the fast contract leaves to the GPU's fp8 conversion instructions
+# (cvt.rn.satfinite.{e4m3,e5m2}x2.f32, sm_89 and later; PTX ISA "cvt"): RNE on the format's grid
+# with its subnormals, saturating to the largest finite value. A non-saturating rounding
+# differs only where it overflows to NaN, where the analysis gives no bound.
+HW_FP8_SPECS = tuple(Spec(f, "rne", sat) for f in ("e4m3", "e5m2") for sat in (False, True))
+
+
+def _is_extremum(r: Reduce) -> bool:
+    """A float max / min in any order (fast contract: folded by ``tl.maximum``/``tl.max``)."""
+    return r.kind in ("max", "min") and r.order == "any" and r.dtype in FLOAT_DTYPES and \
+        r.leaf is None
 
 
 def ident(name: str) -> str:
@@ -207,6 +222,12 @@ class _KernelEmitter:
         self.blocks: list[tuple[str, str | None]] = []  # (constexpr name, host expr or None)
         self.scalar_names = {s.name for s in kernel.scalars}
         self.free_cache: dict[KExpr, frozenset[str]] = {}
+        self.flags: list[tuple[str, str]] = []  # (constexpr name, launcher expression)
+        # fast contract: Lets that hold an e4m3/e5m2 rounding (value or code) of an f32, to
+        # print as the GPU's conversion (cuda_convert finds them by their closed forms)
+        self.hw = {n: c for n, c in find_conversions(kernel, HW_FP8_SPECS).items()
+                   if c.x.dtype == "f32"} \
+            if getattr(program, "contract", "exact") == "fast" else {}
 
     # ---- plumbing -----------------------------------------------------------------------
     def fresh(self, stem: str = "t") -> str:
@@ -339,7 +360,16 @@ class _KernelEmitter:
         if isinstance(s, Let):
             v = self.expr(s.value, sc, d)
             name = "v_" + ident(s.name)
-            self.out(d, f"{name} = {v}")
+            conv = self.hw.get(s.name)
+            if conv is not None:
+                # the GPU's conversion (the software expansion above is dead code there)
+                x = self.expr(conv.x, sc, d)
+                t = "tl.float8e4nv" if conv.spec.fmt == "e4m3" else "tl.float8e5"
+                hw = f"{x}.to({t}).to(tl.float32)" if conv.kind == "value" else \
+                    f"{x}.to({t}).to({TL_DTYPES[s.value.dtype]}, bitcast=True)"
+                self.out(d, f"{name} = {hw} if _HW_FP8 else {v}")
+            else:
+                self.out(d, f"{name} = {v}")
             sc.bind(s.name, name, self.is_vec(s.value, sc))
         elif isinstance(s, Decl):
             v = self.expr(s.init, sc, d)
@@ -570,6 +600,82 @@ class _KernelEmitter:
         self.out(d + 1, f"{acc} = {op}({acc}, tl.where({mask}, {v}, {big}))")
         self.out(d, f"{name} = {red}({acc}, axis=0)")
 
+    # ---- row-resident kernels (fast contract) ----------------------------------------------
+    def row_extent(self, k: Kernel) -> KExpr | None:
+        """The common extent of a fast kernel's top-level reductions and parallel loops, when
+        they can share one lane block holding the whole row (sums and extrema folded by
+        ``tl.sum``/``tl.max``, bodies without loops or serial state); None otherwise."""
+        if getattr(self.p, "contract", "exact") != "fast":
+            return None
+        ext, count = None, 0
+        for s in k.body:
+            if isinstance(s, (Decl, Assign)):
+                return None
+            if not isinstance(s, (Reduce, Loop)):
+                continue
+            if isinstance(s, Loop) and s.kind != "parallel":
+                return None
+            if isinstance(s, Reduce) and not (_is_plain_sum(s) or _is_extremum(s)):
+                return None
+            if any(isinstance(t, (Loop, Reduce, Decl, Assign)) for t in s.body):
+                return None
+            if ext is not None and s.extent is not ext:
+                return None
+            ext, count = s.extent, count + 1
+        if count < 2 or ext is None or host_expr(ext, self.scalar_names) is None:
+            return None
+        return ext
+
+    def row_kernel(self, k: Kernel, ext: KExpr, sc: _Scope, d: int) -> None:
+        """``if ROW:`` (the row fits one block of at most MAX_BLOCK_FAST lanes) every reduction
+        and loop over the row shares one lane block, so the row is loaded once and stays in
+        registers (identical loads are one expression); ``else:`` the loops as usual."""
+        he = host_expr(ext, self.scalar_names)
+        self.flags.append(("ROW", f"({he}) <= {MAX_BLOCK_FAST}"))
+        blk = self.new_block(ext)
+        self.out(d, "if ROW:  # the whole row in one lane block, loaded once")
+        rs = _Scope(sc)
+        n = self.expr(ext, rs, d + 1)
+        self.out(d + 1, f"_roffs = tl.arange(0, {blk}).to(tl.int64)")
+        self.out(d + 1, f"_rmask = _roffs < {n}")
+        vs = _Scope(rs, mask="_rmask", block=blk)
+        vs.bind("row_i", "_roffs", True)
+        row = var("row_i", "i64")
+        # the Lets inside the row statements, closed over: one expression per computation
+        inner = {}
+        for s in k.body:
+            if isinstance(s, (Reduce, Loop)):
+                inner.update({n: e for n, e in _lets(s.body, {}).items()})
+        for s in k.body:
+            if isinstance(s, Loop):
+                s = dataclasses.replace(s, body=close_lets(s.body, inner))
+            elif isinstance(s, Reduce):
+                s = dataclasses.replace(s, body=close_lets(s.body, inner),
+                                        value=close_lets((Let("_", s.value),), inner)[0].value)
+            if isinstance(s, Reduce):
+                body = substitute(s.body, s.var, row)
+                value = rewrite_expr(s.value, lambda e, v=s.var: row if e.op == "var" and
+                                     e.attrs[0] == v else None)
+                self.stmts(body, vs, d + 1)
+                v = self.expr(value, vs, d + 1)
+                if not self.is_vec(value, vs):
+                    v = self.broadcast(v, vs)
+                name = "v_" + ident(s.name)
+                if s.kind == "sum":
+                    self.out(d + 1, f"{name} = tl.sum(tl.where(_rmask, {v}, 0), axis=0)")
+                else:
+                    big = "float('-inf')" if s.kind == "max" else "float('inf')"
+                    red = "tl.max" if s.kind == "max" else "tl.min"
+                    self.out(d + 1, f"{name} = {red}(tl.where(_rmask, {v}, {big}), axis=0)")
+                rs.bind(s.name, name, False)
+            elif isinstance(s, Loop):
+                self.stmts(substitute(s.body, s.var, row), vs, d + 1)
+            else:
+                self.stmt(s, rs, d + 1)
+        self.out(d + 1, "pass")
+        self.out(d, "else:")
+        self.stmts(k.body, _Scope(sc), d + 1)
+
     def combine_fn(self, r: Reduce) -> str:
         """A ``@triton.jit`` (value, flag) combine for ``tl.reduce``."""
         fn = f"_combine_{self.k.name}_{r.name}"
@@ -746,10 +852,14 @@ class _KernelEmitter:
                     self.out(d, f"pid = pid // {ext}")
             for v in vars_:
                 sc.bind(v, f"v_{v}", False)
-        self.stmts(k.body, sc, d)
+        row = self.row_extent(k)
+        if row is not None:
+            self.row_kernel(k, row, sc, d)
+        else:
+            self.stmts(k.body, sc, d)
         self.out(d, "return")
         body = self.lines
-        consts = [b for b, _ in self.blocks]
+        consts = [b for b, _ in self.blocks] + [f for f, _ in self.flags]
         args = [f"p_{b}" for b in bufs] + [f"v_{n}" for n, _ in scal] + [f"{c}: tl.constexpr"
                                                                          for c in consts]
         dns = [f"v_{n}" for n, _ in scal]
@@ -768,6 +878,7 @@ def _signature(program: KernelProgram, em: _KernelEmitter) -> dict[str, str]:
     sig = {f"p_{b}": "*" + SIG_DTYPES[program.buffers[b].storage] for b in bufs}
     sig.update({f"v_{n}": SIG_DTYPES[dt] if dt != "bool" else "i1" for n, dt in scal})
     sig.update({b: "constexpr" for b, _ in em.blocks})
+    sig.update({f: "constexpr" for f, _ in em.flags})
     return sig
 
 
@@ -793,6 +904,7 @@ if triton.knobs.runtime.interpret:  # numpy under the interpreter, libdevice on 
     _exp_f32, _log_f32, _tanh_f32 = _f32_math(_np.exp), _f32_math(_np.log), _f32_math(_np.tanh)
     _sin_f32, _cos_f32 = _f32_math(_np.sin), _f32_math(_np.cos)
     _exp2_f32, _log2_f32 = _f32_math(_np.exp2), _f32_math(_np.log2)
+    _HW_FP8 = tl.constexpr(False)   # the interpreter's float8 casts are not the GPU's: software
 else:
     from triton.language.extra.cuda.libdevice import tanh as _tanh_f64
     # the fast contract's f32 math: libdevice's __nv_expf ... (CUDA C Programming Guide,
@@ -801,6 +913,13 @@ else:
                                                       exp2 as _exp2_f32, log as _log_f32,
                                                       log2 as _log2_f32, sin as _sin_f32,
                                                       tanh as _tanh_f32)
+    # fast contract: e4m3/e5m2 roundings of f32 by cvt.rn.satfinite (sm_89 and later)
+    try:
+        import torch as _torch
+        _HW_FP8 = tl.constexpr(not _torch.cuda.is_available() or
+                               _torch.cuda.get_device_capability() >= (8, 9))
+    except Exception:  # noqa: BLE001 - compiling without a GPU (compile_ptx): sm_90a and later
+        _HW_FP8 = tl.constexpr(True)
 
 
 def _warps(*blocks):
@@ -883,6 +1002,8 @@ def _emit_program(program: KernelProgram) -> tuple[str, list[_KernelEmitter]]:
         args = [f"buffers[{b!r}]" for b in bufs] + [f"scalars[{n!r}]" for n, _ in scal]
         for b, he in em.blocks:
             args.append(f"{b}=" + (f"_blk({he})" if he is not None else "256"))
+        for f, fe in em.flags:
+            args.append(f"{f}={fe}")
         launch.append("    if _n > 0:")
         opts = LAUNCH_OPTIONS
         if getattr(program, "contract", "exact") == "fast" and em.blocks:

@@ -185,6 +185,24 @@ def _lets(stmts: tuple[Stmt, ...], out: dict[str, KExpr]) -> dict[str, KExpr]:
     return out
 
 
+def close_lets(stmts: tuple[Stmt, ...], lets: Mapping[str, KExpr]) -> tuple:
+    """The statements with every read of a Let name (of ``lets``) replaced by the Let's value,
+    recursively: equal computations become one hash-consed expression (for CSE)."""
+    closed: dict[str, KExpr] = {}
+
+    def close(name: str) -> KExpr:
+        if name not in closed:
+            closed[name] = rewrite_expr(lets[name], fold)
+        return closed[name]
+
+    def fold(e: KExpr) -> KExpr | None:
+        if e.op == "var" and e.attrs[0] in lets:
+            return close(e.attrs[0])
+        return None
+
+    return rewrite_stmts(stmts, fold)
+
+
 def _index_folder(lets: Mapping[str, KExpr]) -> Callable[[KExpr], KExpr | None]:
     """(x / n) * n + x % n -> x (index arithmetic of non-negative values, as the IR defines
     div and mod), seeing through Let names: lowering re-linearises flattened indices so."""
