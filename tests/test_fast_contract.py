@@ -139,7 +139,7 @@ def test_fast_lowering_has_no_f64_in_f32_softmax_and_sums_in_any_order():
 def test_emit_contracts_and_analysis_target():
     f = ng.load("stdlib:softmax").softmax
     fast, exact = f.emit("triton"), f.emit("triton", exact=True)
-    assert "_exp_f32(" in fast and "tl.sum(" in fast
+    assert "_exp_f32(" in fast and "combine_fn=_add" in fast and "if ROW:" in fast
     assert "_exp_f32(" not in exact
     rep = f.analyze(target="sm_90", M=4, N=64)
     model = rep.coeffects["execution_model"]
@@ -156,16 +156,14 @@ def test_triton_schedule_batches_short_grid_points_bit_exactly(program, fname, n
     """Block quantisers run many blocks per Triton program (kernels/schedule.py); the values
     are unchanged (the roundings are exact and max is order-free), including a last program
     whose lanes run past the grid (3 rows of blocks, not a multiple of the lanes)."""
-    from numgrade.backends.triton_backend import GRID_POINTS_PER_PROGRAM, schedule_for_triton
+    from numgrade.backends.triton_backend import schedule_for_triton
 
     if not _available("triton"):
         pytest.skip("triton unavailable")
     f = ng.load(f"stdlib:{program}")[fname]
     fast = f.kernels(exact=False)
     sched = schedule_for_triton(fast)
-    if n == 64:
-        assert any(k.note.endswith(f"{GRID_POINTS_PER_PROGRAM} grid points per program")
-                   for k in sched.kernels)
+    assert any(k.note.endswith("grid points per program") for k in sched.kernels)
     assert [k.grid for k in schedule_for_triton(sched).kernels] == \
         [k.grid for k in sched.kernels]                      # idempotent
     exact = f.kernels(exact=True)
@@ -177,7 +175,6 @@ def test_triton_schedule_batches_short_grid_points_bit_exactly(program, fname, n
         assert np.array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64))
 
 
-@pytest.mark.slow
 def test_fast_triton_ptx_uses_fp8_conversions_and_no_f64():
     """Compiled for sm_90a (no GPU needed): the fast FP8 quantiser rounds with the hardware
     conversion, and the fast softmax and RMSNorm have no float64 arithmetic."""

@@ -59,7 +59,8 @@ import numpy as np
 from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, KExpr, Kernel, KernelProgram, Let, Loop,
                          Reduce, Stmt, Store, acc_vars, var)
 from ..kernels.ir import IDENT_RE as _IDENT
-from ..kernels.schedule import (CeilDiv, _lets, batch_grid_points, close_lets, rewrite_expr,
+from ..kernels.schedule import (CeilDiv, _lets, batch_grid_points, close_lets, extent_bound,
+                                is_extremum, is_plain_sum, rewrite_expr, row_resident_extent,
                                 simplify_indices, split_grid_reductions, substitute)
 from .base import Launcher
 from .cuda_convert import Spec, find_conversions
@@ -83,12 +84,7 @@ MAX_BLOCK = 1024
 SYMBOLIC_CHUNK = 512  # pairwise chunk when the extent is not a constant (must be fixed in source)
 
 
-def _is_plain_sum(r: Reduce) -> bool:
-    """A float sum in any order whose combine is the plain IEEE addition (fast contract)."""
-    if r.kind != "sum" or r.order != "any" or r.dtype not in FLOAT_DTYPES:
-        return False
-    a, b = acc_vars(r.dtype)
-    return r.combine is (a + b) and r.init.op == "const" and r.init.attrs[0] == 0
+_is_plain_sum, _is_extremum = is_plain_sum, is_extremum
 
 
 # the roundings the fast contract leaves to the GPU's fp8 conversion instructions
@@ -96,12 +92,6 @@ def _is_plain_sum(r: Reduce) -> bool:
 # with its subnormals, saturating to the largest finite value. A non-saturating rounding
 # differs only where it overflows to NaN, where the analysis gives no bound.
 HW_FP8_SPECS = tuple(Spec(f, "rne", sat) for f in ("e4m3", "e5m2") for sat in (False, True))
-
-
-def _is_extremum(r: Reduce) -> bool:
-    """A float max / min in any order (fast contract: folded by ``tl.maximum``/``tl.max``)."""
-    return r.kind in ("max", "min") and r.order == "any" and r.dtype in FLOAT_DTYPES and \
-        r.leaf is None
 
 
 def ident(name: str) -> str:
@@ -417,8 +407,9 @@ class _KernelEmitter:
 
     def new_block(self, extent: KExpr) -> str:
         name = f"B{len(self.blocks)}"
-        if extent.op == "const":
-            self.blocks.append((name, repr(block_for(int(extent.attrs[0]), max_block(self.p)))))
+        bound = extent_bound(extent)    # constants, and the schedule's min(n, chunk)
+        if bound is not None:
+            self.blocks.append((name, repr(block_for(bound, max_block(self.p)))))
         else:
             self.blocks.append((name, host_expr(extent, self.scalar_names)))
         return name
@@ -560,7 +551,9 @@ class _KernelEmitter:
 
     def reduce_sum_lanes(self, r: Reduce, sc: _Scope, d: int) -> None:
         """A sum in any order (fast contract): each lane adds its elements (masked lanes add
-        an exact 0), then ``tl.sum`` adds the lanes, as a hand-written kernel does."""
+        an exact 0), then one reduction adds the lanes (``tl.reduce`` with ``_add``, which is
+        ``tl.sum``; the standard library's own jit functions fail under the interpreter when
+        triton was imported before TRITON_INTERPRET was set), as a hand-written kernel does."""
         name = "v_" + r.name
         ext = self.expr(r.extent, sc, d)
         blk = self.new_block(r.extent)
@@ -576,16 +569,16 @@ class _KernelEmitter:
         self.stmts(r.body, inner, d + 1)
         v = self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
         self.out(d + 1, f"{acc} += tl.where({mask}, {v}, 0)")
-        self.out(d, f"{name} = tl.sum({acc}, axis=0)")
+        self.out(d, f"{name} = tl.reduce({acc}, 0, _add)")
 
     def reduce_extremum_lanes(self, r: Reduce, sc: _Scope, d: int) -> None:
-        """max / min under the fast contract: ``tl.maximum`` per lane, then ``tl.max``. A NaN
+        """max / min under the fast contract: ``tl.maximum`` per lane, then across lanes. A NaN
         need not propagate (an input that makes a NaN has no finite bound anyway)."""
         name = "v_" + r.name
         ext = self.expr(r.extent, sc, d)
         blk = self.new_block(r.extent)
         big = "float('-inf')" if r.kind == "max" else "float('inf')"
-        op, red = ("tl.maximum", "tl.max") if r.kind == "max" else ("tl.minimum", "tl.min")
+        op, red = ("tl.maximum", "_fmax") if r.kind == "max" else ("tl.minimum", "_fmin")
         acc = self.fresh("acc")
         self.out(d, f"{acc} = tl.full([{blk}], {big}, {TL_DTYPES[r.dtype]})")
         base, offs, mask = self.fresh("base"), self.fresh("offs"), self.fresh("mask")
@@ -598,76 +591,92 @@ class _KernelEmitter:
         self.stmts(r.body, inner, d + 1)
         v = self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
         self.out(d + 1, f"{acc} = {op}({acc}, tl.where({mask}, {v}, {big}))")
-        self.out(d, f"{name} = {red}({acc}, axis=0)")
+        self.out(d, f"{name} = tl.reduce({acc}, 0, {red})")
 
     # ---- row-resident kernels (fast contract) ----------------------------------------------
     def row_extent(self, k: Kernel) -> KExpr | None:
-        """The common extent of a fast kernel's top-level reductions and parallel loops, when
-        they can share one lane block holding the whole row (sums and extrema folded by
-        ``tl.sum``/``tl.max``, bodies without loops or serial state); None otherwise."""
+        """The row a fast kernel keeps resident in one lane block (schedule's
+        row_resident_extent), when the launcher can compute its length; None otherwise."""
         if getattr(self.p, "contract", "exact") != "fast":
             return None
-        ext, count = None, 0
-        for s in k.body:
-            if isinstance(s, (Decl, Assign)):
-                return None
-            if not isinstance(s, (Reduce, Loop)):
-                continue
-            if isinstance(s, Loop) and s.kind != "parallel":
-                return None
-            if isinstance(s, Reduce) and not (_is_plain_sum(s) or _is_extremum(s)):
-                return None
-            if any(isinstance(t, (Loop, Reduce, Decl, Assign)) for t in s.body):
-                return None
-            if ext is not None and s.extent is not ext:
-                return None
-            ext, count = s.extent, count + 1
-        if count < 2 or ext is None or host_expr(ext, self.scalar_names) is None:
+        ext = row_resident_extent(k.body)
+        if ext is None or host_expr(ext, self.scalar_names) is None:
             return None
         return ext
 
-    def row_kernel(self, k: Kernel, ext: KExpr, sc: _Scope, d: int) -> None:
+    def stacked_rows(self, k: Kernel) -> tuple[Loop, KExpr] | None:
+        """A fast kernel that batch_grid_points made a lane loop over grid points whose body
+        (after binding the grid point) keeps a short constant row resident: (loop, row)."""
+        if getattr(self.p, "contract", "exact") != "fast" or len(k.body) != 1:
+            return None
+        loop = k.body[0]
+        if not isinstance(loop, Loop) or loop.kind != "parallel" or loop.extent.op != "const" \
+                or not loop.body or not isinstance(loop.body[0], Let):
+            return None
+        ext = row_resident_extent(tuple(loop.body[1:]))
+        if ext is None or ext.op != "const":
+            return None
+        return loop, ext
+
+    def row_kernel(self, k: Kernel, ext: KExpr, sc: _Scope, d: int,
+                   stack: Loop | None = None) -> None:
         """``if ROW:`` (the row fits one block of at most MAX_BLOCK_FAST lanes) every reduction
         and loop over the row shares one lane block, so the row is loaded once and stays in
-        registers (identical loads are one expression); ``else:`` the loops as usual."""
+        registers (identical loads are one expression); ``else:`` the loops as usual.
+
+        ``stack``: batch_grid_points' loop over G grid points (short constant rows): the block
+        is 2-D, G grid points by the row, and per-point values are [G, 1] columns."""
         he = host_expr(ext, self.scalar_names)
         self.flags.append(("ROW", f"({he}) <= {MAX_BLOCK_FAST}"))
         blk = self.new_block(ext)
+        body = k.body if stack is None else tuple(stack.body)
         self.out(d, "if ROW:  # the whole row in one lane block, loaded once")
-        rs = _Scope(sc)
-        n = self.expr(ext, rs, d + 1)
-        self.out(d + 1, f"_roffs = tl.arange(0, {blk}).to(tl.int64)")
+        if stack is None:
+            rs = _Scope(sc)
+            n = self.expr(ext, rs, d + 1)
+            self.out(d + 1, f"_roffs = tl.arange(0, {blk}).to(tl.int64)")
+        else:
+            g = self.new_block(stack.extent)
+            self.out(d + 1, f"_glane = tl.arange(0, {g}).to(tl.int64)[:, None]")
+            self.out(d + 1, "_gtrue = _glane >= 0")
+            rs = _Scope(sc, mask="_gtrue", block=g)
+            rs.bind(stack.var, "_glane", True)
+            n = self.expr(ext, rs, d + 1)
+            self.out(d + 1, f"_roffs = tl.arange(0, {blk}).to(tl.int64)[None, :]")
         self.out(d + 1, f"_rmask = _roffs < {n}")
         vs = _Scope(rs, mask="_rmask", block=blk)
         vs.bind("row_i", "_roffs", True)
         row = var("row_i", "i64")
+        axis = "0" if stack is None else "1, keep_dims=True"
         # the Lets inside the row statements, closed over: one expression per computation
         inner = {}
-        for s in k.body:
+        for s in body:
             if isinstance(s, (Reduce, Loop)):
-                inner.update({n: e for n, e in _lets(s.body, {}).items()})
-        for s in k.body:
+                inner.update({n_: e for n_, e in _lets(s.body, {}).items()})
+        for s in body:
             if isinstance(s, Loop):
                 s = dataclasses.replace(s, body=close_lets(s.body, inner))
             elif isinstance(s, Reduce):
                 s = dataclasses.replace(s, body=close_lets(s.body, inner),
                                         value=close_lets((Let("_", s.value),), inner)[0].value)
             if isinstance(s, Reduce):
-                body = substitute(s.body, s.var, row)
+                rbody = substitute(s.body, s.var, row)
                 value = rewrite_expr(s.value, lambda e, v=s.var: row if e.op == "var" and
                                      e.attrs[0] == v else None)
-                self.stmts(body, vs, d + 1)
+                self.stmts(rbody, vs, d + 1)
                 v = self.expr(value, vs, d + 1)
                 if not self.is_vec(value, vs):
                     v = self.broadcast(v, vs)
                 name = "v_" + ident(s.name)
                 if s.kind == "sum":
-                    self.out(d + 1, f"{name} = tl.sum(tl.where(_rmask, {v}, 0), axis=0)")
+                    self.out(d + 1, f"{name} = tl.reduce(tl.where(_rmask, {v}, 0), {axis}, "
+                                    "combine_fn=_add)")
                 else:
                     big = "float('-inf')" if s.kind == "max" else "float('inf')"
-                    red = "tl.max" if s.kind == "max" else "tl.min"
-                    self.out(d + 1, f"{name} = {red}(tl.where(_rmask, {v}, {big}), axis=0)")
-                rs.bind(s.name, name, False)
+                    red = "_fmax" if s.kind == "max" else "_fmin"
+                    self.out(d + 1, f"{name} = tl.reduce(tl.where(_rmask, {v}, {big}), {axis}, "
+                                    f"combine_fn={red})")
+                rs.bind(s.name, name, stack is not None)
             elif isinstance(s, Loop):
                 self.stmts(substitute(s.body, s.var, row), vs, d + 1)
             else:
@@ -692,9 +701,9 @@ class _KernelEmitter:
 
     def slot_read(self, slots: str, hs: str, h: str, dt: str, lanes: bool) -> str:
         if lanes:
-            got = f"tl.sum(tl.where({hs}[None, :] == {h}, {slots}, 0), axis=1)"
+            got = f"tl.reduce(tl.where({hs}[None, :] == {h}, {slots}, 0), 1, _add)"
         else:
-            got = f"tl.sum(tl.where({hs} == {h}, {slots}, 0), axis=0)"
+            got = f"tl.reduce(tl.where({hs} == {h}, {slots}, 0), 0, _add)"
         return self.from_bits(f"{got}.to({_BITS[dt][0]})", dt)
 
     def slot_write(self, slots: str, hs: str, h: str, val: str, dt: str, lanes: bool,
@@ -853,7 +862,10 @@ class _KernelEmitter:
             for v in vars_:
                 sc.bind(v, f"v_{v}", False)
         row = self.row_extent(k)
-        if row is not None:
+        stacked = self.stacked_rows(k)
+        if stacked is not None:
+            self.row_kernel(k, stacked[1], sc, d, stacked[0])
+        elif row is not None:
             self.row_kernel(k, row, sc, d)
         else:
             self.stmts(k.body, sc, d)
@@ -922,6 +934,21 @@ else:
         _HW_FP8 = tl.constexpr(True)
 
 
+@triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
+def _fmax(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def _fmin(a, b):
+    return tl.minimum(a, b)
+
+
 def _warps(*blocks):
     """Warps for a fast-contract launch (numgrade.backends.triton_backend.warps_for)."""
     return max(1, min(8, max(blocks) // {lanes_per_warp}))
@@ -946,19 +973,14 @@ def warps_for(*blocks: int) -> int:
     return max(1, min(8, max(blocks) // (32 * ELEMENTS_PER_THREAD)))
 
 
-# grid points per program for kernels whose per-point work is short (kernels/schedule.py):
-# the lanes of one 4-warp program
-GRID_POINTS_PER_PROGRAM = 128
-
-
 def schedule_for_triton(program: KernelProgram) -> KernelProgram:
     """The schedule stage for Triton (idempotent), under the fast contract: whole-tensor
-    reductions over the grid in two stages, short per-point kernels (block quantisers) at
-    GRID_POINTS_PER_PROGRAM grid points per program, flat indices without div/mod."""
+    reductions over the grid in two stages, short per-point kernels (block quantisers) stacked
+    many grid points to a program (schedule.lanes_for), flat indices without div/mod."""
     if getattr(program, "contract", "exact") != "fast":
         return program
     program = split_grid_reductions(program)
-    program = batch_grid_points(program, GRID_POINTS_PER_PROGRAM)
+    program = batch_grid_points(program)
     return simplify_indices(program)
 
 

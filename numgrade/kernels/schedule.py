@@ -61,6 +61,59 @@ class CeilDiv:
         return f"ceil(({self.d}) / {self.k})"
 
 
+def is_plain_sum(r: Reduce) -> bool:
+    """A float sum in any order whose combine is the plain IEEE addition (fast contract)."""
+    if r.kind != "sum" or r.order != "any" or r.dtype not in ("f32", "f64") or r.leaf is not None:
+        return False
+    a, b = acc_vars(r.dtype)
+    # init +0.0 (an empty range; lanes start from +0.0, which adds exactly)
+    return r.combine is (a + b) and r.init.op == "const" and r.init.attrs[0] == 0 and \
+        str(r.init.attrs[0])[0] != "-"
+
+
+def is_extremum(r: Reduce) -> bool:
+    """A float max / min in any order (fast contract: a backend's own max-reduction)."""
+    return r.kind in ("max", "min") and r.order == "any" and r.dtype in ("f32", "f64") and \
+        r.leaf is None
+
+
+def row_resident_extent(body: tuple[Stmt, ...]) -> KExpr | None:
+    """The common extent of a grid point's top-level reductions and parallel loops, when they
+    can all share one lane block holding the whole row: at least two of them, sums and extrema
+    in any order, bodies without loops or serial state. None otherwise."""
+    ext, count = None, 0
+    for s in body:
+        if isinstance(s, (Decl, Assign)):
+            return None
+        if not isinstance(s, (Reduce, Loop)):
+            continue
+        if isinstance(s, Loop) and s.kind != "parallel":
+            return None
+        if isinstance(s, Reduce) and not (is_plain_sum(s) or is_extremum(s)):
+            return None
+        if any(isinstance(t, (Loop, Reduce, Decl, Assign)) for t in s.body):
+            return None
+        if ext is not None and s.extent is not ext:
+            return None
+        ext, count = s.extent, count + 1
+    return ext if count >= 2 else None
+
+
+ROW_TILE = 2048   # elements per program when short rows are stacked (2-D lane blocks)
+
+
+def lanes_for(k) -> int | None:
+    """Grid points per program for :func:`batch_grid_points` (the Triton schedule): short
+    rows that stay resident are stacked to ROW_TILE elements (a 2-D block), other short
+    per-point bodies (at most 64 elements) run 128 to a program as lanes."""
+    ext = row_resident_extent(k.body)
+    if ext is not None and ext.op == "const" and int(ext.attrs[0]) <= ROW_TILE // 4:
+        return ROW_TILE // max(1, 1 << (int(ext.attrs[0]) - 1).bit_length())
+    if _small_body(k.body, 64):
+        return 128
+    return None
+
+
 def _small_body(stmts: tuple[Stmt, ...], limit: int) -> bool:
     """Every loop and reduction has a constant extent of at most ``limit`` and no serial
     state (Decl / Assign) is used: a grid point's work fits one lane."""
@@ -79,15 +132,16 @@ def _small_body(stmts: tuple[Stmt, ...], limit: int) -> bool:
     return True
 
 
-def batch_grid_points(program: KernelProgram, lanes: int = 128,
-                      max_point_work: int = 64) -> KernelProgram:
-    """Run ``lanes`` consecutive points of the last grid axis in one program, for kernels whose
-    per-point loops are short (block quantisers: 16 or 32 elements per point)."""
+def batch_grid_points(program: KernelProgram,
+                      lanes_of: Callable[[object], int | None] = lanes_for) -> KernelProgram:
+    """Run ``lanes_of(kernel)`` consecutive points of the last grid axis in one program, for
+    kernels whose per-point work is short (block quantisers: 16 to 128 elements per point)."""
     dims: dict = dict(program.dims)
     kernels = []
     changed = False
     for k in program.kernels:
-        if not k.grid or not _small_body(k.body, max_point_work) or \
+        lanes = lanes_of(k) if k.grid else None
+        if not lanes or lanes <= 1 or \
                 (k.grid[-1].op == "const" and int(k.grid[-1].attrs[0]) <= 1):
             kernels.append(k)
             continue
@@ -203,35 +257,72 @@ def close_lets(stmts: tuple[Stmt, ...], lets: Mapping[str, KExpr]) -> tuple:
     return rewrite_stmts(stmts, fold)
 
 
-def _index_folder(lets: Mapping[str, KExpr]) -> Callable[[KExpr], KExpr | None]:
-    """(x / n) * n + x % n -> x (index arithmetic of non-negative values, as the IR defines
-    div and mod), seeing through Let names: lowering re-linearises flattened indices so."""
+def _index_folder(lets: Mapping[str, KExpr], dims: Mapping) -> Callable[[KExpr], KExpr | None]:
+    """Index recomposition folded back (index arithmetic of non-negative values, as the IR
+    defines div and mod), seeing through Let names: lowering re-linearises flattened indices
+    so. (x / n) * n + x % n -> x; (q / D) * S + (q % D) * k -> q * k where S = D k (constants,
+    or size parameters whose Dims say so); and sums re-associated to meet these."""
     def look(e: KExpr) -> KExpr:
         while e.op == "var" and e.attrs[0] in lets and e.dtype == "i64":
             e = lets[e.attrs[0]]
         return e
 
+    def equal_scaled(s_: KExpr, d_: KExpr, k_: KExpr) -> bool:
+        vals = []
+        for e in (s_, d_, k_):
+            e = look(e)
+            if e.op == "const":
+                vals.append(Dim.const(int(e.attrs[0])))
+            elif e.op == "var" and isinstance(dims.get(e.attrs[0]), Dim):
+                vals.append(dims[e.attrs[0]])
+            else:
+                return False
+        return vals[0] == vals[1] * vals[2]
+
+    def pair(a: KExpr, b: KExpr) -> KExpr | None:
+        """a + b folded, or None."""
+        a_, b_ = look(a), look(b)
+        for x_, y_ in ((a_, b_), (b_, a_)):
+            if x_.op != "mul" or len(x_.args) != 2:
+                continue
+            for q, m in (x_.args, x_.args[::-1]):
+                q = look(q)
+                if q.op != "div":
+                    continue
+                base, den = q.args
+                if y_.op == "mod" and look(y_.args[0]) is look(base) and \
+                        look(y_.args[1]) is look(den) and look(m) is look(den):
+                    return base                      # (x / n) * n + x % n
+                if y_.op == "mul" and len(y_.args) == 2:
+                    for r, k in (y_.args, y_.args[::-1]):
+                        r = look(r)
+                        if r.op == "mod" and look(r.args[0]) is look(base) and \
+                                look(r.args[1]) is look(den) and equal_scaled(m, den, k):
+                            return base * k          # (q / D) * (D k) + (q % D) * k
+        return None
+
     def fold(e: KExpr) -> KExpr | None:
         if e.op != "add" or len(e.args) != 2:
             return None
-        for a, b in (e.args, e.args[::-1]):
-            a, bm = look(a), look(b)
-            if a.op != "mul" or bm.op != "mod" or len(a.args) != 2:
-                continue
-            x, n = bm.args
-            for q, m in (a.args, a.args[::-1]):
-                q = look(q)
-                if look(m) is look(n) and q.op == "div" and look(q.args[0]) is look(x) and \
-                        look(q.args[1]) is look(n):
-                    return x
+        a, b = e.args
+        r = pair(a, b)
+        if r is not None:
+            return r
+        for x, y in ((a, b), (b, a)):     # x + (y1 + y2): fold x with one of y's terms
+            y_ = look(y)
+            if y_.op == "add" and len(y_.args) == 2:
+                for y1, y2 in (y_.args, y_.args[::-1]):
+                    r = pair(x, y1)
+                    if r is not None:
+                        return fold(r + y2) or (r + y2)
         return None
     return fold
 
 
 def simplify_indices(program: KernelProgram) -> KernelProgram:
     """Every kernel's index arithmetic with ``(x / n) * n + x % n`` folded to x."""
-    kernels = [dataclasses.replace(k, body=rewrite_stmts(k.body, _index_folder(_lets(k.body, {}))))
-               for k in program.kernels]
+    kernels = [dataclasses.replace(k, body=rewrite_stmts(
+        k.body, _index_folder(_lets(k.body, {}), program.dims))) for k in program.kernels]
     return dataclasses.replace(program, kernels=kernels)
 
 
@@ -239,6 +330,22 @@ def simplify_indices(program: KernelProgram) -> KernelProgram:
 # whole-tensor reductions over the grid
 
 _IDENTITY = {"sum": 0.0, "max": float("-inf"), "min": float("inf")}
+
+
+def upto(n: KExpr, bound: int) -> KExpr:
+    """min(n, bound) as an extent (n >= 0): :func:`extent_bound` reads the bound back."""
+    b = const(bound, I64)
+    return select(n.lt(b), n, b)
+
+
+def extent_bound(e: KExpr) -> int | None:
+    """A constant upper bound of an extent: a constant, or :func:`upto`'s bound."""
+    if e.op == "const":
+        return int(e.attrs[0])
+    if e.op == "select" and e.args[2].op == "const" and e.args[0].op == "lt" and \
+            e.args[0].args[0] is e.args[1] and e.args[0].args[1] is e.args[2]:
+        return int(e.args[2].attrs[0])
+    return None
 
 
 def _size(e: KExpr, dims: Mapping, chunk: int, suffix: str, dims_out: dict,
@@ -261,9 +368,10 @@ def split_grid_reductions(program: KernelProgram, chunk: int = 16384,
     (per-tensor amax: max over every element, then a scale, then a pass over every element)
     becomes two grid-wide kernels: partial reductions over ``chunk`` elements into a scratch
     buffer, then (per ``tail_chunk`` elements of the final parallel loop) the reduction of the
-    partials, the scalar steps and that chunk of the loop. Any order is the Reduce's own
-    contract (max is exact; a sum in any order is the fast contract's), so the results stay
-    within it; the second kernel's programs compute the same scalars and store the same values.
+    partials, the scalar steps and that chunk of the loop (the last chunks are shorter). Any
+    order is the Reduce's own contract (max is exact; a sum in any order is the fast
+    contract's), so the results stay within it; the second kernel's programs compute the same
+    scalars and store the same values.
     """
     dims: dict = dict(program.dims)
     buffers = dict(program.buffers)
@@ -284,17 +392,14 @@ def split_grid_reductions(program: KernelProgram, chunk: int = 16384,
             kernels.append(k)
             continue
         dims.update(new_dims)
-        # stage 1: one partial per chunk (a clamped index and the identity past the end)
+        # stage 1: one partial per chunk; the last chunk is shorter (min(chunk, E - p chunk))
         p = var(f"{r.name}_part", I64)
         idx = p * const(chunk, I64) + var(r.var, I64)
-        inside = idx.lt(r.extent)
-        clamped = select(inside, idx, r.extent - const(1, I64))
-        pbody = substitute(r.body, r.var, clamped)
-        pvalue = rewrite_expr(r.value, lambda e: clamped if e.op == "var" and
+        pbody = substitute(r.body, r.var, idx)
+        pvalue = rewrite_expr(r.value, lambda e: idx if e.op == "var" and
                               e.attrs[0] == r.var else None)
-        ident = const(_IDENTITY[r.kind], r.dtype)
-        part = dataclasses.replace(r, extent=const(chunk, I64), body=pbody,
-                                   value=select(inside, pvalue, ident))
+        part = dataclasses.replace(r, extent=upto(r.extent - p * const(chunk, I64), chunk),
+                                   body=pbody, value=pvalue)
         scratch = f"scratch_{r.name}"
         size = new_dims.get(parts.attrs[0]) if parts.op == "var" else \
             Dim.const(int(parts.attrs[0]))
@@ -318,9 +423,9 @@ def split_grid_reductions(program: KernelProgram, chunk: int = 16384,
                 dims.update(new_dims)
                 q = var(f"{last.var}_tile", I64)
                 t = q * const(tail_chunk, I64) + var(f"{last.var}_in", I64)
-                pos = select(t.lt(last.extent), t, last.extent - const(1, I64))
-                loop = Loop(f"{last.var}_in", const(tail_chunk, I64),
-                            (Let(last.var, pos),) + tuple(last.body), "parallel")
+                loop = Loop(f"{last.var}_in",
+                            upto(last.extent - q * const(tail_chunk, I64), tail_chunk),
+                            (Let(last.var, t),) + tuple(last.body), "parallel")
                 rest = rest[:-1] + (loop,)
                 grid, gvars = (tiles,), (q.attrs[0],)
         k2 = dataclasses.replace(
