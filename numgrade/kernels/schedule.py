@@ -27,7 +27,7 @@ from typing import Callable, Mapping
 
 from ..ir.dims import Dim
 from .ir import (Assign, BufferDecl, Decl, KExpr, KernelProgram, Let, Loop, Reduce,
-                 ScalarParam, Stmt, Store, acc_vars, const, load, select, var)
+                 ScalarParam, Stmt, Store, acc_vars, const, load, select, var, var_names)
 
 I64 = "i64"
 
@@ -257,7 +257,18 @@ def close_lets(stmts: tuple[Stmt, ...], lets: Mapping[str, KExpr]) -> tuple:
     return rewrite_stmts(stmts, fold)
 
 
-def _index_folder(lets: Mapping[str, KExpr], dims: Mapping) -> Callable[[KExpr], KExpr | None]:
+def _mutable(stmts: tuple[Stmt, ...], out: set[str]) -> set[str]:
+    """The names Decl'd anywhere in the statements (their values change between uses)."""
+    for s in stmts:
+        if isinstance(s, Decl):
+            out.add(s.name)
+        elif isinstance(s, (Loop, Reduce)):
+            _mutable(s.body, out)
+    return out
+
+
+def _index_folder(lets: Mapping[str, KExpr], dims: Mapping,
+                  mutable: frozenset[str] = frozenset()) -> Callable[[KExpr], KExpr | None]:
     """Index recomposition folded back (index arithmetic of non-negative values, as the IR
     defines div and mod), seeing through Let names: lowering re-linearises flattened indices
     so. (x / n) * n + x % n -> x; (q / D) * S + (q % D) * k -> q * k where S = D k (constants,
@@ -290,6 +301,8 @@ def _index_folder(lets: Mapping[str, KExpr], dims: Mapping) -> Callable[[KExpr],
                 if q.op != "div":
                     continue
                 base, den = q.args
+                if var_names([base]) & mutable or base.dtype != a_.dtype:
+                    continue      # x must read the same value where it is substituted
                 if y_.op == "mod" and look(y_.args[0]) is look(base) and \
                         look(y_.args[1]) is look(den) and look(m) is look(den):
                     return base                      # (x / n) * n + x % n
@@ -319,10 +332,17 @@ def _index_folder(lets: Mapping[str, KExpr], dims: Mapping) -> Callable[[KExpr],
     return fold
 
 
+def fold_indices(k, dims: Mapping):
+    """One kernel's index arithmetic with ``(x / n) * n + x % n`` (and its mixed-radix forms)
+    folded to x; the kernel itself when nothing changed."""
+    body = rewrite_stmts(k.body, _index_folder(_lets(k.body, {}), dims,
+                                               frozenset(_mutable(k.body, set()))))
+    return k if body == k.body else dataclasses.replace(k, body=body)
+
+
 def simplify_indices(program: KernelProgram) -> KernelProgram:
-    """Every kernel's index arithmetic with ``(x / n) * n + x % n`` folded to x."""
-    kernels = [dataclasses.replace(k, body=rewrite_stmts(
-        k.body, _index_folder(_lets(k.body, {}), program.dims))) for k in program.kernels]
+    """Every kernel's index arithmetic folded (:func:`fold_indices`)."""
+    kernels = [fold_indices(k, program.dims) for k in program.kernels]
     return dataclasses.replace(program, kernels=kernels)
 
 
