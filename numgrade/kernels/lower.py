@@ -18,6 +18,7 @@ matmuls accumulate in any format (:meth:`_KernelLowerer.sum_at`); calls to funct
 from __future__ import annotations
 
 import keyword
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -453,9 +454,9 @@ class _KernelLowerer:
             if _embeds(src_fmt, fmt) and srcs[0].dtype != "bool" and src_fmt.name != "e4m3" \
                     and not (sat and src_fmt.has_inf):
                 return self.to_carrier(sc, srcs[0], fmt, fmt)
-            if srcs[0].dtype == "f32" and fmt.name == "f32" and _embeds(src_fmt, fmt) and \
-                    not (sat and src_fmt.has_inf):
-                # e4m3 -> f32: the value is exact; only a NaN is made the positive one
+            if srcs[0].dtype == "f32" and fmt.name == "f32" and not (sat and src_fmt.has_inf):
+                # an f32 carrier already holds an f32 value (e4m3, e8m0 -> f32): exact in every
+                # mode; only a NaN is made the positive one
                 return srcs[0] if self.pb.fast else sc.blk.let(L.canon_nan(srcs[0]), "v")
             if srcs[0].dtype == "f32" and L.carrier(fmt) == "f32" and fmt.name != "f32" \
                     and mode != "sr":
@@ -493,6 +494,10 @@ class _KernelLowerer:
             a = self.to_carrier(sc, srcs[1], fmt, fmt) if srcs[1].dtype != want else srcs[1]
             b = self.to_carrier(sc, srcs[2], fmt, fmt) if srcs[2].dtype != want else srcs[2]
             return sc.blk.let(select(c, a, b), "w")
+        if op == Op.MUL and all(s.dtype == "f32" for s in srcs):
+            r = self.pow2_scaling(sc, v, srcs)
+            if r is not None:
+                return r
         xs = [self.as_f64(s) for s in srcs]
         if op in N.UNARY:
             x = xs[0]
@@ -547,6 +552,32 @@ class _KernelLowerer:
         if op == Op.SIGMOID:
             e = blk.let(unary("exp", -srcs[0]), "e")
             return blk.let(one / blk.let(one + e, "d"), "sigmoid")
+        return None
+
+    def pow2_scaling(self, sc: _Scope, v: Value, srcs: list[KExpr]) -> KExpr | None:
+        """x * 2^k of f32-carried operands (MXFP4's ``round(a, e8m0) * 0.25``), when the f32
+        product is exact for every value of x's format (no bits lost below f32's subnormals,
+        no overflow): that product, rounded once into the result format by f32 bit
+        manipulation. The same bits as the float64 path, in both contracts."""
+        fmt = v.fmt
+        for k in (0, 1):
+            c, x = v.srcs[k], v.srcs[1 - k]
+            if c.op != Op.CONST or len(c.attrs[0]) != 1 or x.fmt.kind != "float":
+                continue
+            cv = float(c.attrs[0][0])
+            m, _ = math.frexp(abs(cv)) if cv and math.isfinite(cv) else (0.0, 0)
+            if m != 0.5:
+                continue
+            lo = x.fmt.min_subnormal * abs(cv)
+            hi = x.fmt.max_finite * abs(cv)
+            f32 = get_format("f32")
+            if lo < 2.0 ** (f32.emin - f32.precision + x.fmt.precision) or hi >= f32.max_finite:
+                continue
+            p = sc.blk.let(srcs[0] * srcs[1], "v")
+            if fmt.name == "f32":
+                return p
+            if L.carrier(fmt) == "f32":
+                return round_f32_to(sc.blk, p, fmt, "rne", False)
         return None
 
     def fma(self, sc, v, srcs, xs) -> KExpr:
