@@ -637,6 +637,10 @@ class _KernelEmitter:
             self.out(d + 1, f"_roffs = tl.arange(0, {blk}).to(tl.int64)")
         else:
             g = self.new_block(stack.extent)
+            # the launcher's warp count: 16 of the tile's G x row lanes per thread (a quarter
+            # of them as the block it sizes warps by), which amortises the per-row scale
+            self.blocks.append((f"B{len(self.blocks)}", repr(
+                int(stack.extent.attrs[0]) * (extent_bound(ext) or 1) // 4)))
             self.out(d + 1, f"_glane = tl.arange(0, {g}).to(tl.int64)[:, None]")
             self.out(d + 1, "_gtrue = _glane >= 0")
             rs = _Scope(sc, mask="_gtrue", block=g)
@@ -652,7 +656,9 @@ class _KernelEmitter:
         inner = {}
         for s in body:
             if isinstance(s, (Reduce, Loop)):
-                inner.update({n_: e for n_, e in _lets(s.body, {}).items()})
+                # a Let printed as a hardware conversion stays a name: its readers must see
+                # the converted value, not the software expansion's
+                inner.update({n_: e for n_, e in _lets(s.body, {}).items() if n_ not in self.hw})
         for s in body:
             if isinstance(s, Loop):
                 s = dataclasses.replace(s, body=close_lets(s.body, inner))

@@ -51,6 +51,13 @@ FAST_F32_UNARY = {Op.NEG, Op.ABS, Op.FLOOR, Op.CEIL, Op.SQRT, Op.EXP, Op.LOG, Op
                   Op.COS, Op.EXP2, Op.LOG2}
 
 
+def _powers_of_two(v: Value) -> bool:
+    """Every value of v is a power of two or NaN (e8m0, and e8m0 moved or converted to f32)."""
+    while v.op in N.MOVEMENT or (v.op == Op.ROUND and v.srcs and v.fmt.name == "f32"):
+        v = v.srcs[0]
+    return v.fmt.name == "e8m0"
+
+
 class NotLowerable(GradeError):
     """The function uses something the kernel backends do not implement (yet)."""
 
@@ -473,6 +480,7 @@ class _KernelLowerer:
             r = KExpr(name, tuple(srcs), (), "f32")
             return sc.blk.let(r if self.pb.fast else L.canon_nan(r), "v")
         if self.pb.fast and srcs and all(s.dtype == "f32" for s in srcs):
+            self.cur = v
             r = self.fast_f32(sc, op, fmt, srcs)
             if r is not None:
                 return r
@@ -540,6 +548,11 @@ class _KernelLowerer:
         if fmt.name != "f32":
             return None
         one = const(1.0, "f32")
+        if op == Op.DIV and _powers_of_two(self.cur.srcs[1]):
+            # x / 2^k == x * 2^-k bit for bit (2^-k is exact for every e8m0 value, and both
+            # are one rounding of the same real number): one reciprocal per block, not a
+            # division per element (MXFP4)
+            return blk.let(srcs[0] * blk.let(one / srcs[1], "rcp"), "div")
         if op == Op.DIV:
             return blk.let(srcs[0] / srcs[1], "div")
         if op in (Op.MIN, Op.MAX):
