@@ -191,3 +191,46 @@ def test_fast_triton_ptx_uses_fp8_conversions_and_no_f64():
         f64 = [ln for p in ptx.values() for ln in p.splitlines()
                if re.search(r"\b(add|sub|mul|fma|div)\.[a-z.]*f64\b", ln)]
         assert not f64, f64[:3]
+
+
+def _e2m1_inputs() -> np.ndarray:
+    """Every rounding boundary of e2m1 and its f32 neighbours, specials, random bit patterns."""
+    edges = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0,
+             1e30, np.inf, 1e-45, 1e-39]
+    xs = []
+    for e in edges:
+        v = np.float32(e)
+        xs += [v, np.nextafter(v, np.float32(0)), np.nextafter(v, np.float32(np.inf))]
+    xs = np.array(xs, np.float32)
+    rng = np.random.default_rng(7)
+    rand = rng.integers(0, 2 ** 32, 4000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    out = np.concatenate([xs, -xs, rand, (rng.standard_normal(4000) * 4).astype(np.float32)])
+    return out[~np.isnan(out)]
+
+
+def test_fast_triton_e2m1_rounding_is_the_reference_rounding():
+    """The fast Triton kernels round into e2m1 by counting boundaries (_e2m1_code /
+    _e2m1_value): the same value and code as the reference on every boundary (ties to even),
+    saturation, zeros of both signs, subnormal and random f32 inputs."""
+    if not _available("triton"):
+        pytest.skip("triton unavailable")
+    f = ng.compile_source("fn f(x: f32[N]) -> (e2m1[N], f32[N]) {\n"
+                          "    let q = round(x, e2m1)\n    return (q, q as f32 * 3.0)\n}\n").f
+    assert "_e2m1_code(" in f.emit("triton")
+    x = _e2m1_inputs()
+    for a, b in zip(f(x), f.compile("triton")(x)):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        assert np.array_equal(a, b) and np.array_equal(np.signbit(a), np.signbit(b))
+
+
+@pytest.mark.parametrize("backend", ["kernel-interp", "triton", "tvm"])
+def test_exact_contract_takes_f32_nans_as_the_reference_does(backend):
+    """An f32 input is rounded into f32 on entry (round_array: every NaN the positive one), so
+    a negative NaN rounds into e2m1 as the reference's (a zero of the opposite sign)."""
+    if not _available(backend):
+        pytest.skip(f"{backend} unavailable")
+    f = ng.compile_source("fn f(x: f32[N]) -> e2m1[N] {\n    return round(x, e2m1)\n}\n").f
+    x = np.array([0x7FC00000, 0xFFC00000, 0xFF800001, 0x3F800000], np.uint32).view(np.float32)
+    want = np.asarray(f(x), np.float64)
+    got = np.asarray(f.compile(backend, exact=True)(x), np.float64)
+    assert np.array_equal(np.signbit(want), np.signbit(got)) and np.array_equal(want, got)

@@ -92,6 +92,8 @@ _is_plain_sum, _is_extremum = is_plain_sum, is_extremum
 # with its subnormals, saturating to the largest finite value. A non-saturating rounding
 # differs only where it overflows to NaN, where the analysis gives no bound.
 HW_FP8_SPECS = tuple(Spec(f, "rne", sat) for f in ("e4m3", "e5m2") for sat in (False, True))
+# e2m1 RNE (it saturates either way): the header's boundary-counting helpers
+E2M1_SPECS = tuple(Spec("e2m1", "rne", sat) for sat in (False, True))
 
 
 def ident(name: str) -> str:
@@ -215,7 +217,7 @@ class _KernelEmitter:
         self.flags: list[tuple[str, str]] = []  # (constexpr name, launcher expression)
         # fast contract: Lets that hold an e4m3/e5m2 rounding (value or code) of an f32, to
         # print as the GPU's conversion (cuda_convert finds them by their closed forms)
-        self.hw = {n: c for n, c in find_conversions(kernel, HW_FP8_SPECS).items()
+        self.hw = {n: c for n, c in find_conversions(kernel, HW_FP8_SPECS + E2M1_SPECS).items()
                    if c.x.dtype == "f32"} \
             if getattr(program, "contract", "exact") == "fast" else {}
 
@@ -351,7 +353,14 @@ class _KernelEmitter:
             v = self.expr(s.value, sc, d)
             name = "v_" + ident(s.name)
             conv = self.hw.get(s.name)
-            if conv is not None:
+            if conv is not None and conv.spec.fmt == "e2m1":
+                # e2m1 by counting rounding boundaries (the header's _e2m1_code/_e2m1_value),
+                # bit for bit the rounding's expansion, in a handful of instructions
+                x = self.expr(conv.x, sc, d)
+                hw = f"_e2m1_value({x})" if conv.kind == "value" else \
+                    f"_e2m1_code({x}).to({TL_DTYPES[s.value.dtype]})"
+                self.out(d, f"{name} = {hw}")
+            elif conv is not None:
                 # the GPU's conversion (the software expansion above is dead code there)
                 x = self.expr(conv.x, sc, d)
                 t = "tl.float8e4nv" if conv.spec.fmt == "e4m3" else "tl.float8e5"
@@ -938,6 +947,30 @@ else:
                                _torch.cuda.get_device_capability() >= (8, 9))
     except Exception:  # noqa: BLE001 - compiling without a GPU (compile_ptx): sm_90a and later
         _HW_FP8 = tl.constexpr(True)
+
+
+@triton.jit
+def _e2m1_code(x):
+    """round(x, e2m1) (RNE, saturating; a NaN gives a zero of the other sign) as its 4-bit
+    code: count the rounding boundaries below |x|, ties to the even code."""
+    b = x.to(tl.uint32, bitcast=True)
+    a = (b & 0x7FFFFFFF).to(tl.float32, bitcast=True)
+    c = ((a > 0.25).to(tl.uint32) + (a >= 0.75).to(tl.uint32) + (a > 1.25).to(tl.uint32) +
+         (a >= 1.75).to(tl.uint32) + (a > 2.5).to(tl.uint32) + (a >= 3.5).to(tl.uint32) +
+         (a > 5.0).to(tl.uint32))
+    s = (b >> 28) & 8
+    s = tl.where(a != a, s ^ 8, s)
+    return c | s
+
+
+@triton.jit
+def _e2m1_value(x):
+    """round(x, e2m1) as an f32 value (the code's value: 0, .5, 1, 1.5, 2, 3, 4, 6)."""
+    k = _e2m1_code(x)
+    c = k & 7
+    mag = tl.where(c >= 2, (((c >> 1) + 126) << 23) | ((c & 1) << 22),
+                   tl.where(c == 1, 0x3F000000, 0))
+    return (mag | ((k & 8) << 28)).to(tl.float32, bitcast=True)
 
 
 @triton.jit
