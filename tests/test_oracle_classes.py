@@ -372,6 +372,17 @@ def test_division_by_an_absolute_zero_stays_bounded():
     res = check(q, point(q, x=-1.0), point(q, x=1.0))
     assert res.status == "ok" and res.bounds[0]["abs"] is not None, explain(res)
 
+
+# 23. found by the 10^5 campaign (seed 1010007810): a region leaf (here -transpose(..) of a
+# quotient) carries an error relative to its value; half an ulp of the grid below |w| (the
+# rounding model) is not a bound for it
+
+def test_region_leaf_error_is_relative_to_its_value():
+    p0 = param("p0", "f32", -1000, 1000, shape=("N", "N"))
+    p2 = param("p2", "f16", 1, 2)
+    q = program([p0, p2], [], [-(_transpose(p0 / (p2 + 0.1)))], dims={"N": 2})
+    sound(q, point(q, p0=[-1000.0] * 4, p2=1.0))
+
 def _exp2(x):
     from oracle.build import _un
     return _un("math", x, fn="exp2")

@@ -962,6 +962,11 @@ def site_radius(n: SNode, w: Interval, args: list[Interval],
         w = Interval._new(np.where(empty, 0.0, np.maximum(w.lo, lo_c)),
                           np.where(empty, 0.0, np.minimum(w.hi, hi_c)))
     mag = w.mag()
+    if n.op == "perturb":
+        # a region leaf's error is relative to its value (the tensor tier's bound), not half
+        # an ulp on a grid: u |w| + eta, never u 2^floor(log2 |w|)
+        r = s.u_rel * mag + s.eta
+        return np.where(empty, 0.0, r)
     if s.sat:
         m = s.max_finite
         r = s.u * pow2_floor(np.minimum(mag, m)) + s.eta + np.maximum(mag - m, 0.0)
