@@ -563,33 +563,24 @@ class _KernelEmitter:
         an exact 0), then one reduction adds the lanes (``tl.reduce`` with ``_add``, which is
         ``tl.sum``; the standard library's own jit functions fail under the interpreter when
         triton was imported before TRITON_INTERPRET was set), as a hand-written kernel does."""
-        name = "v_" + r.name
-        ext = self.expr(r.extent, sc, d)
-        blk = self.new_block(r.extent)
-        acc = self.fresh("acc")
-        self.out(d, f"{acc} = tl.zeros([{blk}], {TL_DTYPES[r.dtype]})")
-        base, offs, mask = self.fresh("base"), self.fresh("offs"), self.fresh("mask")
-        self.out(d, f"for {base} in range(0, {ext}, {blk}):")
-        self.out(d + 1, f"{offs} = {base} + tl.arange(0, {blk}).to(tl.int64)")
-        self.out(d + 1, f"{mask} = {offs} < {ext}")
-        inner = _Scope(sc, mask=mask, block=blk)
-        inner.bind(r.var, "v_" + r.var, True)
-        self.out(d + 1, f"v_{r.var} = {offs}")
-        self.stmts(r.body, inner, d + 1)
-        v = self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
-        self.out(d + 1, f"{acc} += tl.where({mask}, {v}, 0)")
-        self.out(d, f"{name} = tl.reduce({acc}, 0, _add)")
+        self.fold_lanes(r, sc, d, "0", "{acc} + tl.where({mask}, {v}, 0)", "_add")
 
     def reduce_extremum_lanes(self, r: Reduce, sc: _Scope, d: int) -> None:
         """max / min under the fast contract: ``tl.maximum`` per lane, then across lanes. A NaN
         need not propagate (an input that makes a NaN has no finite bound anyway)."""
+        big = "float('-inf')" if r.kind == "max" else "float('inf')"
+        op, red = ("tl.maximum", "_fmax") if r.kind == "max" else ("tl.minimum", "_fmin")
+        self.fold_lanes(r, sc, d, big, f"{op}({{acc}}, tl.where({{mask}}, {{v}}, {big}))", red)
+
+    def fold_lanes(self, r: Reduce, sc: _Scope, d: int, identity: str, fold: str,
+                   combine: str) -> None:
+        """The fast contract's reduction: lanes start at ``identity``, fold their elements
+        with ``fold`` (a format of acc, mask, v), then ``tl.reduce`` with ``combine``."""
         name = "v_" + r.name
         ext = self.expr(r.extent, sc, d)
         blk = self.new_block(r.extent)
-        big = "float('-inf')" if r.kind == "max" else "float('inf')"
-        op, red = ("tl.maximum", "_fmax") if r.kind == "max" else ("tl.minimum", "_fmin")
         acc = self.fresh("acc")
-        self.out(d, f"{acc} = tl.full([{blk}], {big}, {TL_DTYPES[r.dtype]})")
+        self.out(d, f"{acc} = tl.full([{blk}], {identity}, {TL_DTYPES[r.dtype]})")
         base, offs, mask = self.fresh("base"), self.fresh("offs"), self.fresh("mask")
         self.out(d, f"for {base} in range(0, {ext}, {blk}):")
         self.out(d + 1, f"{offs} = {base} + tl.arange(0, {blk}).to(tl.int64)")
@@ -599,8 +590,8 @@ class _KernelEmitter:
         self.out(d + 1, f"v_{r.var} = {offs}")
         self.stmts(r.body, inner, d + 1)
         v = self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
-        self.out(d + 1, f"{acc} = {op}({acc}, tl.where({mask}, {v}, {big}))")
-        self.out(d, f"{name} = tl.reduce({acc}, 0, {red})")
+        self.out(d + 1, f"{acc} = " + fold.format(acc=acc, mask=mask, v=v))
+        self.out(d, f"{name} = tl.reduce({acc}, 0, {combine})")
 
     # ---- row-resident kernels (fast contract) ----------------------------------------------
     def row_extent(self, k: Kernel) -> KExpr | None:
