@@ -324,3 +324,19 @@ def test_power_operator():
     assert compile_fn("const K: f32 = 2.0 ** 10\nfn f(x: f32) -> f32 { return x * K }")(1.0) == 1024
     with pytest.raises(ng.GradeError, match="exponent"):
         ng.compile_source("fn f(x: f32) -> f32 { return x ** 0.5 }")
+
+
+def test_where_on_a_constant_condition_keeps_the_broadcast_shape():
+    """A condition folded at compile time picks a branch, which still takes the branches'
+    broadcast shape and promoted format (fuzz campaign seed 1020001753: sum(where(C < 1, x, 3))
+    summed the scalar 3 once instead of N times)."""
+    import ml_dtypes
+
+    m = ng.compile_source(
+        "const C0: e2m1 = 1.1\n"
+        "fn f(p1: e5m2[N] in [0.1, 0.3]) -> f32 {\n"
+        "    return sum(where((C0 < 1), ((p1) as f32), 3))\n}\n"
+        "fn g(p1: bf16[N]) -> f32[N] {\n    return where(false, p1, 2.0) as f32\n}\n")
+    x = np.full(4, 0.109375, dtype=ml_dtypes.float8_e5m2)
+    assert float(m.f(x)) == 12.0
+    assert m.g(np.ones(3, ml_dtypes.bfloat16)).tolist() == [2.0, 2.0, 2.0]

@@ -921,11 +921,15 @@ class FunctionLowering:
         c = self.value_of(self.expr(e.args[0]), e.args[0].span)
         a = self.value_of(self.expr(e.args[1]), e.args[1].span)
         b = self.value_of(self.expr(e.args[2]), e.args[2].span)
+        folded = None
         if isinstance(c, Weak):
             if not isinstance(c.value, bool):
                 self.err("where() needs a bool condition", e.args[0].span)
-            return a if c.value else b
-        if c.fmt.kind != "bool":
+            if isinstance(a, Weak) and isinstance(b, Weak):
+                return a if c.value else b
+            folded = c.value   # a constant condition picks a branch, which still takes the
+            #                    promoted format and the broadcast shape of both branches
+        elif c.fmt.kind != "bool":
             self.err(f"where() needs a bool condition, found {c.fmt.name}", e.args[0].span)
         if isinstance(a, Weak) and isinstance(b, Weak):
             fmt = hint or (a.fmt if a.fmt else b.fmt) or F32
@@ -939,6 +943,18 @@ class FunctionLowering:
         if (a.fmt.kind == "bool") != (b.fmt.kind == "bool"):
             self.err("where() branches must both be bool or both numbers", e.span)
         fmt = promote(a.fmt, b.fmt)
+        if folded is not None:
+            shape = self.broadcast_shapes(a.shape, b.shape, e.span)
+            out = a if folded else b
+            if out.fmt != fmt:
+                out = self.mk(Op.ROUND, (out,), ("rne", False, -1),
+                              TensorType(fmt, out.shape), e.span)
+            if out.shape != shape:
+                out = self.mk(Op.BROADCAST, (out,), (), TensorType(fmt, shape), e.span)
+            if hint is not None and hint != fmt and hint.kind != "bool":
+                out = self.mk(Op.ROUND, (out,), ("rne", False, -1), TensorType(hint, shape),
+                              e.span)
+            return out
         shape = self.broadcast_shapes(self.broadcast_shapes(c.shape, a.shape, e.span), b.shape,
                                       e.span)
         out = self.mk(Op.WHERE, (c, a, b), (), TensorType(fmt, shape), e.span)

@@ -120,6 +120,11 @@ def mod(a, b):
         if (a >= 0) == (b > 0) or a == 0:
             return a
         return b
+    if not isinstance(a, Fraction) and CTX.isfinite(a) and \
+            abs(mp(a)) >= abs(mp(b)) * CTX.mpf(2) ** (CTX.prec - 40):
+        # the quotient's integer part takes (nearly) all the working precision: its floor,
+        # and so the remainder, is not reliable
+        raise OracleLimit("x % y with |x / y| beyond the working precision")
     return sub(a, mul(b, floor(div(a, b))))
 
 
