@@ -383,6 +383,15 @@ def test_region_leaf_error_is_relative_to_its_value():
     q = program([p0, p2], [], [-(_transpose(p0 / (p2 + 0.1)))], dims={"N": 2})
     sound(q, point(q, p0=[-1000.0] * 4, p2=1.0))
 
+
+# 24. found by the campaign on the final code (chunk 102): round toward zero of an infinite
+# argument into e4m3 (no inf, only NaN) is NaN without saturation
+
+def test_rz_of_an_infinite_value_into_e4m3_is_nan():
+    p = param("p", "f32", -1e30, 1e30)
+    q = program([p], [], [rnd(p ** 2, "e4m3", mode="rz", sat=False)])
+    sound(q, point(q, p=f32(-9.999999394896025e+29)), point(q, p=1000.0))
+
 def _exp2(x):
     from oracle.build import _un
     return _un("math", x, fn="exp2")

@@ -105,7 +105,9 @@ def round_spec(fmt: Format, mode: str = "rne", sat: bool = False) -> RoundSpec:
         return RoundSpec(fmt, 0.0, 0.0, False, float("inf"))
     keeps_inf = False
     if not (fmt.has_inf or fmt.has_nan) or mode == "rz":
-        keeps_inf = not sat and fmt.has_inf   # rz of a finite value saturates, of inf not
+        # rz of a finite value saturates; of an infinite one it does not: inf where the format
+        # has it, NaN where it has only NaN (e4m3, fuzz seed 1020000000+)
+        keeps_inf = not sat and (fmt.has_inf or fmt.has_nan)
         sat = True
     u = unit_roundoff(fmt, mode)
     rel = relative_roundoff(fmt, mode)
