@@ -542,6 +542,17 @@ class _KernelEmitter:
         acc, has = self.fresh("acc"), self.fresh("has")
         self.out(d, f"{acc} = tl.zeros([{blk}], {TL_DTYPES[r.dtype]})")
         self.out(d, f"{has} = tl.zeros([{blk}], tl.int1)")
+        inner, mask, v = self.lane_loop(r, sc, d, ext, blk)
+        c = self.combine(r, acc, v, inner, d + 1)
+        self.out(d + 1, f"{acc} = tl.where({mask}, tl.where({has}, {c}, {v}), {acc})")
+        self.out(d + 1, f"{has} = {has} | {mask}")
+        val, flag = self.fresh("red"), self.fresh("any")
+        self.out(d, f"{val}, {flag} = tl.reduce(({acc}, {has}), 0, {fn})")
+        self.out(d, f"{name} = tl.where({flag}, {val}, {init})")
+
+    def lane_loop(self, r: Reduce, sc: _Scope, d: int, ext: str, blk: str):
+        """Opens ``for base in range(0, ext, blk)`` over a Reduce's elements as lanes and
+        emits its body: (the lanes' scope, their mask, the element value)."""
         base, offs, mask = self.fresh("base"), self.fresh("offs"), self.fresh("mask")
         self.out(d, f"for {base} in range(0, {ext}, {blk}):")
         self.out(d + 1, f"{offs} = {base} + tl.arange(0, {blk}).to(tl.int64)")
@@ -550,13 +561,7 @@ class _KernelEmitter:
         inner.bind(r.var, "v_" + r.var, True)
         self.out(d + 1, f"v_{r.var} = {offs}")
         self.stmts(r.body, inner, d + 1)
-        v = self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
-        c = self.combine(r, acc, v, inner, d + 1)
-        self.out(d + 1, f"{acc} = tl.where({mask}, tl.where({has}, {c}, {v}), {acc})")
-        self.out(d + 1, f"{has} = {has} | {mask}")
-        val, flag = self.fresh("red"), self.fresh("any")
-        self.out(d, f"{val}, {flag} = tl.reduce(({acc}, {has}), 0, {fn})")
-        self.out(d, f"{name} = tl.where({flag}, {val}, {init})")
+        return inner, mask, self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
 
     def reduce_sum_lanes(self, r: Reduce, sc: _Scope, d: int) -> None:
         """A sum in any order (fast contract): each lane adds its elements (masked lanes add
@@ -581,15 +586,7 @@ class _KernelEmitter:
         blk = self.new_block(r.extent)
         acc = self.fresh("acc")
         self.out(d, f"{acc} = tl.full([{blk}], {identity}, {TL_DTYPES[r.dtype]})")
-        base, offs, mask = self.fresh("base"), self.fresh("offs"), self.fresh("mask")
-        self.out(d, f"for {base} in range(0, {ext}, {blk}):")
-        self.out(d + 1, f"{offs} = {base} + tl.arange(0, {blk}).to(tl.int64)")
-        self.out(d + 1, f"{mask} = {offs} < {ext}")
-        inner = _Scope(sc, mask=mask, block=blk)
-        inner.bind(r.var, "v_" + r.var, True)
-        self.out(d + 1, f"v_{r.var} = {offs}")
-        self.stmts(r.body, inner, d + 1)
-        v = self.leaf(r, self.value_in(r, inner, d + 1), inner, d + 1)
+        inner, mask, v = self.lane_loop(r, sc, d, ext, blk)
         self.out(d + 1, f"{acc} = " + fold.format(acc=acc, mask=mask, v=v))
         self.out(d, f"{name} = tl.reduce({acc}, 0, {combine})")
 
