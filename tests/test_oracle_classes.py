@@ -422,3 +422,29 @@ def _transpose(x):
     from oracle.build import E
     from oracle.gen import Node
     return E(Node("transpose", [x.n], x.n.fmt, tuple(reversed(x.n.shape))))
+
+
+# 25. found by the campaign (chunk 102, seed 1020007382): the relative error of a quotient by a
+# rounded constant, (1 + rx) / (1 - ry) - 1, lost the constant's ry (2e-17, below an ulp of 1)
+# when evaluated in floating point; the bound was u, below the measured 1.18e-16
+
+@pytest.mark.parametrize("dims", [{"N": 3}, None])
+def test_quotient_by_a_rounded_constant_keeps_its_relative_error(dims):
+    shape = ("N", "N") if dims else ()
+    p0 = param("p0", "f64", 1, 2, shape=shape)
+    q = program([p0], [], [p0 / 0.001], dims=dims)
+    x = 1.0262105202365364
+    sound(q, point(q, p0=[x] * 9 if dims else x), point(q, p0=[1.0] * 9 if dims else 1.0))
+
+
+# 26. found by the campaign (chunk 102, seed 1020008243): a comparison whose computed difference
+# reaches the tie (p + 448 saturates to p + 6 in e2m1, which is 0 at p = -6) is not stable for
+# a non-strict test; ties belong to the side the op's own test puts them on
+
+@pytest.mark.parametrize("op", ["<=", ">="])
+def test_comparison_reaching_a_tie_is_not_stable(op):
+    p1 = param("p1", "e2m1", -6, 6, shape=("N",))
+    e = p1 + 448
+    out = (e <= 0.0) if op == "<=" else (-e >= 0.0)
+    q = program([p1], [], [out], dims={"N": 1})
+    sound(q, point(q, p1=[-6.0]), point(q, p1=[6.0]))

@@ -119,6 +119,25 @@ class Result:
     contributions: dict[int, float] = field(default_factory=dict)   # line -> local rounding error
 
 
+def _sides(lo_ok, hi_ok):
+    return lambda d: lo_ok(_f(d.lo)) and hi_ok(_f(d.hi))
+
+
+_ANY = (lambda t: True)
+# op -> (its test on d = p - q holds on all of [lo, hi], fails on all of it); ties (d = 0)
+# belong to the side that the op's own test puts them on
+_COMPARE_SIDES = {
+    Op.LT: (_sides(_ANY, lambda h: h < 0), _sides(lambda l: l >= 0, _ANY)),
+    Op.LE: (_sides(_ANY, lambda h: h <= 0), _sides(lambda l: l > 0, _ANY)),
+    Op.GT: (_sides(lambda l: l > 0, _ANY), _sides(_ANY, lambda h: h <= 0)),
+    Op.GE: (_sides(lambda l: l >= 0, _ANY), _sides(_ANY, lambda h: h < 0)),
+    Op.EQ: (_sides(lambda l: l == 0, lambda h: h == 0),
+            lambda d: _f(d.lo) > 0 or _f(d.hi) < 0),
+    Op.NE: (lambda d: _f(d.lo) > 0 or _f(d.hi) < 0,
+            _sides(lambda l: l == 0, lambda h: h == 0)),
+}
+
+
 class ForwardAnalysis:
     """Runs the rules over a function's values in dependency order."""
 
@@ -345,12 +364,10 @@ class ForwardAnalysis:
             return AV(_iv(0, 1), _iv(0, 1), stable=True)
         dR = p.R - q.R
         dC = p.C - q.C
-        strict = op in (Op.LT, Op.GT, Op.NE)
-        pos = _f(dR.lo) > 0 and _f(dC.lo) > 0
-        neg = _f(dR.hi) < 0 and _f(dC.hi) < 0
-        if not strict and op != Op.EQ:
-            pos = _f(dR.lo) >= 0 and _f(dC.lo) >= 0 and (_f(dR.lo) > 0 or _f(dC.lo) > 0) or pos
-        stable = pos or neg
+        # the comparison is stable when its truth is one constant over the differences of both
+        # programs (each op's test on d = p - q, ties included, in _COMPARE_SIDES)
+        always, never = _COMPARE_SIDES[op]
+        stable = (always(dR) and always(dC)) or (never(dR) and never(dC))
         return AV(_iv(0, 1), _iv(0, 1), stable=stable)
 
     def where(self, x: list[AV], fmt: Format, span: Span | None) -> AV:
@@ -396,7 +413,8 @@ class ForwardAnalysis:
             if ry >= 1:
                 return AV(R, C, 0.0, INF, reason=reason or "the divisor's error can reach its size",
                           span=span)
-            r = (1 + x.r) / (1 - ry) - 1
+            # (1 + rx) / (1 - ry) - 1, written so that terms below an ulp of 1 survive
+            r = (x.r + ry) / (1 - ry)
             a = x.a / _f(y.C.mig()) if x.a else 0.0
             return AV(R, C, r * SAFE, a * SAFE, reason=reason)
         if op in (Op.MIN, Op.MAX):
@@ -456,7 +474,9 @@ class ForwardAnalysis:
                           span=span)
             rx = x.rel_part()
             if rx < 1:
-                return AV(R, C, (1 - math.sqrt(1 - rx)) * SAFE, 0.0, reason=reason)
+                # 1 - sqrt(1 - rx) = rx / (1 + sqrt(1 - rx)) <= rx / (2 - rx), without the
+                # cancellation that loses an rx below an ulp of 1
+                return AV(R, C, rx / (2 - rx) * SAFE, 0.0, reason=reason)
             return AV(R, C, 0.0, math.sqrt(E) * SAFE, reason=reason)
         if op == Op.RSQRT:
             R, C = I.rsqrt(x.R), I.rsqrt(x.C)
@@ -466,7 +486,8 @@ class ForwardAnalysis:
             rx = x.rel_part()
             if rx >= 1:
                 return AV(R, C, 0.0, INF, reason=reason, span=span)
-            return AV(R, C, (1 / math.sqrt(1 - rx) - 1) * SAFE, 0.0, reason=reason)
+            # 1 / sqrt(1 - rx) - 1 = rx / (s (1 + s)) with s = sqrt(1 - rx) >= 1 - rx
+            return AV(R, C, rx / ((1 - rx) * (2 - rx)) * SAFE, 0.0, reason=reason)
         # Lipschitz on the hull of ideal and computed arguments
         fns = {Op.TANH: (I.tanh, lambda h: 1.0 - I.sqr(I.tanh(h))),
                Op.SIGMOID: (I.sigmoid, lambda h: I.sigmoid(h) * (1.0 - I.sigmoid(h))),
