@@ -940,15 +940,18 @@ else:
 @triton.jit
 def _e2m1_code(x):
     """round(x, e2m1) (RNE, saturating; a NaN gives a zero of the other sign) as its 4-bit
-    code: count the rounding boundaries below |x|, ties to the even code."""
+    code, by integer rounding: at or above 1 the f32 significand rounded to one bit (ties to
+    even) gives ((exponent - 126) << 1 | bit); below 1 the code is RNE(2 |x|) (0, 1 or 2),
+    which adding 2^23 rounds in f32 (2 |x| is exact)."""
     b = x.to(tl.uint32, bitcast=True)
-    a = (b & 0x7FFFFFFF).to(tl.float32, bitcast=True)
-    c = ((a > 0.25).to(tl.uint32) + (a >= 0.75).to(tl.uint32) + (a > 1.25).to(tl.uint32) +
-         (a >= 1.75).to(tl.uint32) + (a > 2.5).to(tl.uint32) + (a >= 3.5).to(tl.uint32) +
-         (a > 5.0).to(tl.uint32))
     s = (b >> 28) & 8
-    s = tl.where(a != a, s ^ 8, s)
-    return c | s
+    a = (b & 0x7FFFFFFF).to(tl.float32, bitcast=True)
+    m = tl.minimum(a, 6.0)                        # saturation (inf too)
+    mb = m.to(tl.uint32, bitcast=True)
+    normal = (mb + 0x1FFFFF + ((mb >> 22) & 1)) >> 22             # code + 252
+    small = (m * 2.0 + 8388608.0).to(tl.uint32, bitcast=True) - 0x4AFFFF04   # code + 252
+    c = tl.where(m < 1.0, small, normal) - 252
+    return tl.where(a != a, s ^ 8, c | s)
 
 
 @triton.jit
