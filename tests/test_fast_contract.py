@@ -209,7 +209,7 @@ def _e2m1_inputs() -> np.ndarray:
 
 
 def test_fast_triton_e2m1_rounding_is_the_reference_rounding():
-    """The fast Triton kernels round into e2m1 by counting boundaries (_e2m1_code /
+    """The fast Triton kernels round into e2m1 by integer rounding (_e2m1_code /
     _e2m1_value): the same value and code as the reference on every boundary (ties to even),
     saturation, zeros of both signs, subnormal and random f32 inputs."""
     if not _available("triton"):

@@ -92,7 +92,7 @@ _is_plain_sum, _is_extremum = is_plain_sum, is_extremum
 # with its subnormals, saturating to the largest finite value. A non-saturating rounding
 # differs only where it overflows to NaN, where the analysis gives no bound.
 HW_FP8_SPECS = tuple(Spec(f, "rne", sat) for f in ("e4m3", "e5m2") for sat in (False, True))
-# e2m1 RNE (it saturates either way): the header's boundary-counting helpers
+# e2m1 RNE (it saturates either way): the header's integer-rounding helpers
 E2M1_SPECS = tuple(Spec("e2m1", "rne", sat) for sat in (False, True))
 
 
@@ -354,7 +354,7 @@ class _KernelEmitter:
             name = "v_" + ident(s.name)
             conv = self.hw.get(s.name)
             if conv is not None and conv.spec.fmt == "e2m1":
-                # e2m1 by counting rounding boundaries (the header's _e2m1_code/_e2m1_value),
+                # e2m1 by integer rounding (the header's _e2m1_code/_e2m1_value),
                 # bit for bit the rounding's expansion, in a handful of instructions
                 x = self.expr(conv.x, sc, d)
                 hw = f"_e2m1_value({x})" if conv.kind == "value" else \
