@@ -175,6 +175,42 @@ def test_triton_schedule_batches_short_grid_points_bit_exactly(program, fname, n
         assert np.array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64))
 
 
+@pytest.mark.parametrize("fname", ["softmax", "softmax_bf16", "log_softmax"])
+def test_tvm_stashes_a_reduced_value_the_epilogue_needs_again(fname):
+    """On the CPU a row is one thread: softmax's exp(x - m), summed and then divided by the
+    sum, is evaluated once (the sum stores it into the output, the epilogue loads it back),
+    and the result is bit for bit that of the kernel that evaluates it twice. Where the
+    epilogue's output cannot hold the value (bf16 output, log_softmax's exp not reused) the
+    kernel is unchanged."""
+    from numgrade.backends import tvm_backend
+    from numgrade.kernels.ir import Loop, expr_nodes, walk_exprs
+    from numgrade.kernels.schedule import stash_reduced_values
+
+    f = ng.load("stdlib:softmax")[fname]
+    prog = f.kernels(exact=False)
+    k = prog.kernels[0]
+    stashed = stash_reduced_values(prog, k)
+    loops = [s for s in stashed.body if isinstance(s, Loop)]
+    exps_in_epilogue = sum(n.op == "exp" for n in expr_nodes(list(walk_exprs(loops))))
+    if fname == "softmax":
+        assert stashed is not k and exps_in_epilogue == 0
+        exact = f.kernels(exact=True)
+        assert stash_reduced_values(exact, exact.kernels[0]) is exact.kernels[0]
+    else:
+        assert stashed is k
+    if not _available("tvm"):
+        pytest.skip("tvm unavailable")
+    x = np.random.default_rng(5).standard_normal((5, 300)).astype(np.float32) * 9
+    got = np.asarray(f.compile("tvm")(x), np.float64)
+    saved = tvm_backend.stash_reduced_values
+    try:
+        tvm_backend.stash_reduced_values = lambda program, kernel: kernel
+        plain = np.asarray(f.compile("tvm")(x), np.float64)
+    finally:
+        tvm_backend.stash_reduced_values = saved
+    assert np.array_equal(got, plain)
+
+
 def test_fast_triton_ptx_uses_fp8_conversions_and_no_f64():
     """Compiled for sm_90a (no GPU needed): the fast FP8 quantiser rounds with the hardware
     conversion, and the fast softmax and RMSNorm have no float64 arithmetic."""

@@ -13,6 +13,9 @@ which program computes a value, never how), so they serve both execution contrac
 * :func:`split_grid_reductions`: a whole-tensor reduction (per-tensor amax) runs over the grid
   in two stages instead of in one program.
 * :func:`simplify_indices`: ``(x / n) * n + x % n`` is x (no 64-bit division per element).
+* :func:`stash_reduced_values`: a value a row reduction folded and the row's epilogue needs
+  again (softmax's ``exp(x - m)``) is stored by the reduction and loaded by the epilogue
+  (targets that run a row on one thread: TVM's CPU schedule).
 
 Buffers with role ``scratch`` are the schedule's own (partial results); a backend's launcher
 allocates them.
@@ -27,7 +30,8 @@ from typing import Callable, Mapping
 
 from ..ir.dims import Dim
 from .ir import (Assign, BufferDecl, Decl, KExpr, KernelProgram, Let, Loop, Reduce,
-                 ScalarParam, Stmt, Store, acc_vars, const, load, select, var, var_names)
+                 ScalarParam, Stmt, Store, acc_vars, const, expr_nodes, load, select, var,
+                 var_names, walk_exprs)
 
 I64 = "i64"
 
@@ -457,3 +461,110 @@ def split_grid_reductions(program: KernelProgram, chunk: int = 16384,
     if not changed:
         return program
     return dataclasses.replace(program, kernels=kernels, dims=dims, buffers=buffers)
+
+
+# ---------------------------------------------------------------------------------------------
+# a value folded by a row reduction and recomputed by the row's epilogue: evaluate it once
+
+def _reads(program: KernelProgram, buffer: str) -> bool:
+    return any(n.op == "load" and n.attrs[0] == buffer
+               for k in program.kernels for n in expr_nodes(list(walk_exprs(k.body))))
+
+
+def _stores(stmts: tuple[Stmt, ...]) -> list[Store]:
+    out: list[Store] = []
+    for s in stmts:
+        if isinstance(s, Store):
+            out.append(s)
+        elif isinstance(s, (Loop, Reduce)):
+            out += _stores(s.body)
+    return out
+
+
+def _rename(e: KExpr, old: str, new: str) -> KExpr:
+    return rewrite_expr(e, lambda x: var(new, x.dtype) if x.op == "var" and x.attrs[0] == old
+                        else None)
+
+
+def _live_lets(body: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
+    """A flat loop body without the Lets that nothing after them reads."""
+    out = list(body)
+    while True:
+        read = var_names(list(walk_exprs(tuple(out))))
+        kept = [s for s in out if not (isinstance(s, Let) and s.name not in read)]
+        if len(kept) == len(out):
+            return tuple(out)
+        out = kept
+
+
+def stash_reduced_values(program: KernelProgram, k) -> object:
+    """A row kernel whose epilogue loop recomputes, element by element, the value that an
+    earlier reduction over the same row folded (softmax's ``exp(x - m)``, summed and then
+    divided by the sum) stores that value into the epilogue's output buffer during the
+    reduction and reads it back there: one evaluation per element instead of two.
+
+    Bit-identical: the same expression, stored exactly (the buffer's storage is the value's
+    dtype) and overwritten by the epilogue. Only for targets where one thread runs a whole row
+    in program order (TVM's CPU schedule): elsewhere the store and the load of an element may
+    run on different threads. The output buffer must be written by that one store only and
+    read by no kernel."""
+    if _mutable(k.body, set()):
+        return k
+    lets = _lets(k.body, {})
+    closed = {}
+
+    def close(e: KExpr) -> KExpr:
+        return rewrite_expr(e, lambda x: closed_let(x.attrs[0])
+                            if x.op == "var" and x.attrs[0] in lets else None)
+
+    def closed_let(name: str) -> KExpr:
+        if name not in closed:
+            closed[name] = close(lets[name])
+        return closed[name]
+
+    body = list(k.body)
+    used: set[int] = set()
+    for a, red in enumerate(body):
+        if not isinstance(red, Reduce) or red.leaf is not None or red.order != "any":
+            continue   # (the fast contract's reductions; the exact ones keep their code)
+        value = close(red.value)
+        if value.dtype not in ("f32", "f64") or not any(
+                n.op not in ("load", "var", "const") and n.dtype == value.dtype
+                for n in expr_nodes([value])):
+            continue   # worth a store and a load only when computed by float arithmetic
+        for b in range(a + 1, len(body)):
+            loop = body[b]
+            if b in used or not isinstance(loop, Loop) or loop.extent is not red.extent or \
+                    any(isinstance(s, (Loop, Reduce, Decl, Assign)) for s in loop.body):
+                continue
+            stores = [s for s in loop.body if isinstance(s, Store)]
+            if len(stores) != 1:
+                continue
+            st = stores[0]
+            buf = program.buffers.get(st.buffer)
+            if buf is None or buf.role != "out" or buf.storage != value.dtype or \
+                    len([s for kk in program.kernels for s in _stores(kk.body)
+                         if s.buffer == st.buffer]) != 1 or _reads(program, st.buffer):
+                continue
+            own = close(st.index)   # unit stride in the loop variable: one element per i
+            i_var = var(loop.var, own.dtype)
+            if not (own is i_var or own.op == "add" and i_var in own.args and
+                    loop.var not in var_names([a for a in own.args if a is not i_var])):
+                continue
+            here = _rename(value, red.var, loop.var)
+            hit = next((s for s in loop.body if isinstance(s, Let) and s.value.dtype ==
+                        value.dtype and close(s.value) is here), None)
+            if hit is None:
+                continue
+            index = _rename(own, loop.var, red.var)
+            later = {s.name for s in body[a:] if isinstance(s, (Reduce, Let))}
+            if var_names([index]) & later:
+                continue
+            stash = Store(st.buffer, index, red.value)
+            body[a] = dataclasses.replace(red, body=red.body + (stash,))
+            new_loop = tuple(Let(s.name, load(st.buffer, own, value.dtype))
+                             if s is hit else s for s in loop.body)
+            body[b] = dataclasses.replace(loop, body=_live_lets(new_loop))
+            used.add(b)
+            break
+    return dataclasses.replace(k, body=tuple(body)) if used else k
