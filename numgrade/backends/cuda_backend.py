@@ -41,14 +41,12 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
 import os
 import re
 import shutil
 import struct
 import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -61,6 +59,7 @@ from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, Kernel, KernelProgram, KEx
                          Reduce, ScalarParam, Stmt, Store)
 from ..errors import GradeError
 from ..kernels.ir import IDENT_RE as _IDENT
+from . import compile_cache
 from . import cuda_convert as CV
 from .cuda_launch import CudaError, CudaLauncher, Driver, HostLauncher
 
@@ -673,7 +672,7 @@ def emit_bundle(programs: Sequence[KernelProgram], target: str = "cuda", arch: s
 # ---------------------------------------------------------------------------------------------
 # compiling
 def cache_root() -> Path:
-    return Path(os.environ.get("NUMGRADE_CACHE", Path.home() / ".cache" / "numgrade")) / "cuda"
+    return compile_cache.cache_root("cuda")
 
 
 _TOOL_VERSIONS: dict[str, str] = {}
@@ -692,20 +691,7 @@ def _run(cmd: list[str], cwd: str) -> None:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stderr}{p.stdout}")
 
 
-def _cached(key_parts: Sequence[str], outputs: Sequence[str], cache: Path,
-            make: Callable[[Path], None]) -> Path:
-    """The cache folder holding ``outputs`` for this key, running ``make(tmpdir)`` on a miss."""
-    key = hashlib.sha256("\0".join(key_parts).encode()).hexdigest()[:32]
-    final = cache / key
-    if all((final / o).exists() for o in outputs):
-        return final
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        make(Path(tmp))
-        final.mkdir(exist_ok=True)
-        for o in outputs:
-            os.replace(Path(tmp) / o, final / o)  # atomic per file: readers see whole files
-    return final
+_cached = compile_cache.cached
 
 
 def nvcc_compile(source: str, arch: str, cache: Path | None = None, cubin: bool = True

@@ -51,17 +51,17 @@ import re
 import struct
 import sys
 import warnings
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, KExpr, Kernel, KernelProgram, Let, Loop,
-                         Reduce, Stmt, Store, acc_vars, var)
+                         Reduce, Stmt, Store, var)
 from ..kernels.ir import IDENT_RE as _IDENT
 from ..kernels.schedule import (CeilDiv, _lets, batch_grid_points, close_lets, extent_bound,
                                 is_extremum, is_plain_sum, rewrite_expr, row_resident_extent,
                                 simplify_indices, split_grid_reductions, substitute)
+from . import compile_cache
 from .base import Launcher
 from .cuda_convert import Spec, find_conversions
 
@@ -1083,12 +1083,6 @@ def prepare_environment() -> None:
             sys.modules["triton"].knobs.runtime.interpret = True
 
 
-def _cache_dir() -> Path:
-    d = Path(os.path.expanduser("~/.cache/numgrade/triton"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 _MODULES: dict[tuple[str, bool], Any] = {}
 
 
@@ -1099,11 +1093,7 @@ def _load_module(source: str, interpret: bool) -> Any:
     key = (digest, interpret)
     if key in _MODULES:
         return _MODULES[key]
-    path = _cache_dir() / f"{digest}.py"
-    if not path.exists() or path.read_text() != source:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(source)
-        os.replace(tmp, path)
+    path = compile_cache.cached_text([source], f"k{digest}.py", source, "triton")
     modname = f"numgrade_triton_{digest}_{'i' if interpret else 'c'}"
     spec = importlib.util.spec_from_file_location(modname, path)
     mod = importlib.util.module_from_spec(spec)
@@ -1198,9 +1188,8 @@ def compile_ptx(program: KernelProgram, arch: str = "sm_90a") -> dict[str, str]:
     if m is None:
         raise ValueError(f"not an NVIDIA arch: {arch!r}")
     source, ems = _emit_program(program)
-    path = _cache_dir() / f"{hashlib.sha256(source.encode()).hexdigest()[:32]}.py"
-    if not path.exists() or path.read_text() != source:
-        path.write_text(source)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:32]
+    path = compile_cache.cached_text([source], f"k{digest}.py", source, "triton")
     kernels = []
     for k, em in zip(program.kernels, ems):
         consts = {b: block_for(int(he)) if he is not None and he.isdigit() else 256
