@@ -10,6 +10,7 @@ own test files.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import shutil
@@ -270,3 +271,42 @@ def test_exact_contract_takes_f32_nans_as_the_reference_does(backend):
     want = np.asarray(f(x), np.float64)
     got = np.asarray(f.compile(backend, exact=True)(x), np.float64)
     assert np.array_equal(np.signbit(want), np.signbit(got)) and np.array_equal(want, got)
+
+
+def test_tvm_exp_f32_is_within_the_model_on_a_sample_of_every_f32():
+    """numgrade's vectorisable f32 exp (kernels/math_f32.py), as the TVM backend compiles it:
+    every 4099th f32 bit pattern (all exponents, both signs, NaN, inf) within the rounding
+    model's 2 ulp of float64 exp, overflow and NaN where exp gives them
+    (benchmarks/exp_f32_exhaustive.py checks every f32)."""
+    import importlib.util
+    from pathlib import Path
+
+    if not _available("tvm"):
+        pytest.skip("tvm unavailable")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "exp_f32_exhaustive.py"
+    spec = importlib.util.spec_from_file_location("exp_f32_exhaustive_t", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.check(stride=4099, chunk=1 << 16)
+    assert r["inputs"] > 1_000_000
+    assert r["beyond_model"] == 0 and r["wrong_overflow"] == 0 and r["wrong_nan"] == 0, r
+    assert r["worst"] < 1.0, r          # measured 0.863 over every f32
+
+
+def test_exp_f32_expansion_matches_its_own_float32_twin():
+    """The expansion is plain f32 arithmetic: the kernel-IR interpreter evaluates it to the same
+    bits as the TVM kernel (no contraction, no reassociation)."""
+    from numgrade.kernels.interp import run_program
+    from numgrade.kernels.math_f32 import expand_exp_f32
+
+    if not _available("tvm"):
+        pytest.skip("tvm unavailable")
+    f = ng.compile_source("fn f(x: f32[N]) -> f32[N] {\n    return exp(x)\n}\n").f
+    prog = f.kernels(exact=False)
+    prog = dataclasses.replace(prog, kernels=[expand_exp_f32(k) for k in prog.kernels])
+    x = np.concatenate([np.linspace(-110, 95, 20001, dtype=np.float32),
+                        np.array([np.inf, -np.inf, 0.0, -0.0, 1e-40], np.float32)])
+    want = np.asarray(f.compile("tvm")(x), np.float32)
+    out = np.zeros_like(x)
+    run_program(prog, {"in0_x": x, "out0": out}, {"n_N": x.size})
+    assert np.array_equal(want.view(np.uint32), out.view(np.uint32))

@@ -624,8 +624,9 @@ def _libm_f32(name: str):
 
 
 def test_f32_math_ops_are_libm_single(backend):
-    """exp, log, ... on f32 are the C library's expf, logf, ... bit for bit (tanhf by name:
-    TVM's own tanh is an approximation); printed as the float32 TIR intrinsics."""
+    """log, tanh, ... on f32 are the C library's logf, tanhf, ... bit for bit (tanhf by name:
+    TVM's own tanh is an approximation); printed as the float32 TIR intrinsics. exp is
+    numgrade's vectorisable expansion (kernels/math_f32.py), within an ulp of expf."""
     ops = ("exp", "log", "tanh", "sin", "cos", "exp2", "log2")
     x = load("x", g, "f32")
     body = tuple(Store("o", g * c(len(ops), I64) + c(k, I64), unary(op, x))
@@ -634,14 +635,20 @@ def test_f32_math_ops_are_libm_single(backend):
                            (ScalarParam("n", I64),))],
                    {"x": ("f32", "in"), "o": ("f32", "out")}, "mathops32")
     text = backend.emit(prog)
-    assert "T.exp(" in text and '"tanhf"' in text and "float64" not in text
+    assert "T.exp(" not in text and "T.nearbyint(" in text and '"tanhf"' in text
+    assert "float64" not in text
     xs = np.random.default_rng(5).uniform(0.01, 20.0, 300).astype(np.float32)
     xs[:4] = [1.0, 0.5, 10.0, 19.75]
     got, _ = run(backend, prog, {"x": xs}, {"o": 300 * len(ops)}, {"n": 300})
     rows = got["o"].reshape(300, len(ops))
     for k, op in enumerate(ops):
         fn = _libm_f32(op + "f")
-        assert_bits(rows[:, k], np.array([fn(v) for v in xs], np.float32), op + "f")
+        want = np.array([fn(v) for v in xs], np.float32)
+        if op == "exp":   # each within 0.863 (numgrade) and 0.5 (glibc) ulp of exp(x)
+            ulps = np.abs(rows[:, k].view(np.int32).astype(np.int64) - want.view(np.int32))
+            assert ulps.max() <= 1, ulps.max()
+            continue
+        assert_bits(rows[:, k], want, op + "f")
     # CUDA: the accurate single-precision functions by name, never TVM's __expf
     cuda = program_script(prog, "cuda")
     assert '"expf"' in cuda and "__expf" not in cuda

@@ -75,6 +75,7 @@ from ..kernels.ir import (DTYPE_BITS, FLOAT_DTYPES, MATH_OPS, Assign, Decl, Kern
                          KernelProgram, KExpr, Let, Loop, Reduce, Stmt, Store, walk_exprs)
 from ..kernels.ir import IDENT_RE as _IDENT
 from ..kernels.ir import var_names
+from ..kernels.math_f32 import expand_exp_f32
 from ..kernels.schedule import fold_indices, stash_reduced_values
 from .base import NUMPY_DTYPES
 
@@ -876,7 +877,7 @@ def program_script(program: KernelProgram, target: str = "llvm") -> str:
             raise ValueError(f"two kernels named {k.name!r}")
         seen.add(k.name)
         if target == "llvm":   # one CPU thread runs a row in program order
-            k = stash_reduced_values(program, k)
+            k = expand_exp_f32(stash_reduced_values(program, k))
         lines += _KernelPrinter(simplify_indices(k, program.dims), storage, target).print()
     if not program.kernels:
         lines.append("    pass")
