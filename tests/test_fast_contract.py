@@ -11,6 +11,7 @@ own test files.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import os
 import shutil
@@ -38,12 +39,20 @@ def _available(backend: str) -> bool:
     return ok
 
 
-def _check_fast(program: str, fname: str, backend: str) -> None:
+@functools.lru_cache(maxsize=None)
+def _analysed(program: str, fname: str):
+    """The function, its default sizes and its report, once per function for all backends."""
     f = ng.load(f"stdlib:{program}")[fname]
     dims = H.default_dims(f)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rep = f.analyze(**dims)
+        return f, dims, f.analyze(**dims)
+
+
+def _check_fast(program: str, fname: str, backend: str) -> None:
+    f, dims, rep = _analysed(program, fname)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         kernel = f.compile(backend)     # the fast contract is the default
         checks = H.check(f, dims, n_samples=6, search=False, max_corners=6, report=rep,
                          computed=kernel)
@@ -75,8 +84,9 @@ def test_fast_tvm_within_bound_every_stdlib_function(program, fname):
 @pytest.mark.slow
 @pytest.mark.parametrize("program,fname", ALL, ids=[f"{p}.{f}" for p, f in ALL])
 def test_fast_triton_within_bound_every_stdlib_function(program, fname):
-    """Every stdlib function on Triton's interpreter: slow (numpy per program instance), so
-    in the slow lane; representatives above run in the fast one."""
+    """Every stdlib function on Triton's interpreter: the interpreter spends about 150 us per
+    block operation, so the block quantisers take 20-40 s each; the slow lane runs them all,
+    the fast lane the representatives above."""
     if not _available("triton"):
         pytest.skip("triton unavailable")
     _check_fast(program, fname, "triton")
@@ -90,7 +100,7 @@ def test_fast_cuda_host_build_within_bound(program, fname):
     from numgrade.backends.cuda_backend import CudaHostBackend
     from numgrade.kernels.runtime import run_program
 
-    f = ng.load(f"stdlib:{program}")[fname]
+    f, dims, rep = _analysed(program, fname)
     prog = f.kernels(exact=False)
     launcher = CudaHostBackend().build(prog)
 
@@ -101,10 +111,9 @@ def test_fast_cuda_host_build_within_bound(program, fname):
             outs = [np.asarray(o) for o in outs]
             return tuple(outs) if f.ir.result_is_tuple else outs[0]
 
-    dims = H.default_dims(f)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        checks = H.check(f, dims, n_samples=4, search=False, max_corners=4,
+        checks = H.check(f, dims, n_samples=4, search=False, max_corners=4, report=rep,
                          computed=HostKernel())
     bad = [v for c in checks for v in c.violations]
     assert not bad, f"{program}.{fname} on cuda-host (fast): {bad[0]}"
