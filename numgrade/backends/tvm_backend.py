@@ -51,7 +51,11 @@ without it):
   merged down to one entry.
 * The math functions (``exp`` ...) call the C library by name (``T.call_pure_extern``): glibc's
   libm on the CPU (TVM's own ``tanh`` is an approximation), CUDA's on the GPU. numpy's SIMD
-  versions, which the reference uses, may differ from glibc in the last place.
+  versions, which the reference uses, may differ from glibc in the last place. The exception
+  is f32 ``exp`` on the CPU: numgrade's own expansion (``kernels/math_f32.py``, within the
+  model's 2 ulp on every f32 input), plain arithmetic that LLVM vectorises.
+* On the CPU a row reduction whose folded value the row's epilogue needs again stores it into
+  the output (``schedule.stash_reduced_values``): one thread runs a row in order.
 * For ``cuda``, float ``+ - * /`` and ``sqrt`` are the ``__fadd_rn``-family intrinsics, never
   contracted whatever nvcc's ``--fmad``. :meth:`TVMBackend.emit_cuda` returns TVM's CUDA source
   (``sm_90a``); TVM compiles that source only when it is loaded, so neither a GPU nor nvcc is
