@@ -59,6 +59,7 @@ from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, Kernel, KernelProgram, KEx
                          Reduce, ScalarParam, Stmt, Store)
 from ..errors import GradeError
 from ..kernels.ir import IDENT_RE as _IDENT
+from ..kernels.ir import wrap_int
 from . import compile_cache
 from . import cuda_convert as CV
 from .cuda_launch import CudaError, CudaLauncher, Driver, HostLauncher
@@ -130,11 +131,9 @@ def c_literal(value: int | float | bool, dtype: str) -> str:
     if dtype not in INT_BITS or isinstance(value, float):
         raise ValueError(f"bad literal {value!r} of type {dtype}")
     bits = INT_BITS[dtype]
-    v = int(value) & ((1 << bits) - 1)  # wrapped to the dtype, as the kernel IR defines
+    v = wrap_int(value, dtype)  # wrapped to the dtype, as the kernel IR defines
     signed = dtype[0] == "i"
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    if v > hi:
-        v -= 1 << bits
     if dtype == "u64":
         return f"{v}ULL"
     if dtype in ("u32", "u16", "u8"):

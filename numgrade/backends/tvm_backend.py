@@ -78,7 +78,7 @@ import numpy as np
 from ..kernels.ir import (DTYPE_BITS, FLOAT_DTYPES, MATH_OPS, Assign, Decl, Kernel,
                          KernelProgram, KExpr, Let, Loop, Reduce, Stmt, Store, walk_exprs)
 from ..kernels.ir import IDENT_RE as _IDENT
-from ..kernels.ir import var_names
+from ..kernels.ir import var_names, wrap_int
 from ..kernels.math_f32 import expand_exp_f32
 from ..kernels.schedule import fold_indices, stash_reduced_values
 from .base import NUMPY_DTYPES
@@ -124,15 +124,6 @@ def ident(name: str) -> str:
 
 def _tdt(dtype: str) -> str:
     return TVM_DTYPES[dtype]
-
-
-def wrap_int(value: int, dtype: str) -> int:
-    """``value`` modulo 2**bits as the signed or unsigned integer of ``dtype``."""
-    bits = DTYPE_BITS[dtype]
-    v = int(value) & ((1 << bits) - 1)
-    if dtype.startswith("i") and v >= 1 << (bits - 1):
-        v -= 1 << bits
-    return v
 
 
 def int_literal(value: int, dtype: str) -> str:

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..backends.base import NUMPY_DTYPES
+from .ir import wrap_int  # noqa: F401 - also this module's public name (tests)
 from .ir import (DTYPE_BITS, FLOAT_DTYPES, INT_DTYPES, MATH_OPS, Assign, Decl, Kernel,
                  KernelProgram, KExpr, Let, Loop, Reduce, Stmt, Store, acc_vars,
                  format_program)
@@ -72,15 +73,6 @@ _UNARY_UFUNCS: dict[str, np.ufunc] = {
 _ACCUMULATE_UFUNCS = {"add": np.add, "mul": np.multiply, "band": np.bitwise_and,
                       "bor": np.bitwise_or, "bxor": np.bitwise_xor, "and": np.logical_and,
                       "or": np.logical_or}
-
-
-def wrap_int(value: int, dtype: str) -> int:
-    """``value`` modulo 2**bits, as the (signed or unsigned) integer of ``dtype``."""
-    bits = DTYPE_BITS[dtype]
-    v = int(value) & ((1 << bits) - 1)
-    if dtype.startswith("i") and v >= 1 << (bits - 1):
-        v -= 1 << bits
-    return v
 
 
 def np_scalar(value: int | float | bool, dtype: str) -> np.generic:

@@ -139,6 +139,16 @@ def _attr_key(attrs: Sequence[Any]) -> tuple:
                  else (type(a).__name__, repr(a)) if isinstance(a, int) else a for a in attrs)
 
 
+def wrap_int(value: int, dtype: str) -> int:
+    """``value`` modulo 2**bits, as the (signed or unsigned) integer of ``dtype``: the kernel
+    IR's integer arithmetic wraps, and every backend prints its constants so."""
+    bits = DTYPE_BITS[dtype]
+    v = int(value) & ((1 << bits) - 1)
+    if dtype.startswith("i") and v >= 1 << (bits - 1):
+        v -= 1 << bits
+    return v
+
+
 def const(value: int | float, dtype: str) -> KExpr:
     if dtype in FLOAT_DTYPES:
         value = float(value)
