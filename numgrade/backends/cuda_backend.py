@@ -45,7 +45,6 @@ import math
 import os
 import re
 import shutil
-import struct
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, Kernel, KernelProgram, KEx
                          Reduce, ScalarParam, Stmt, Store)
 from ..errors import GradeError
 from ..kernels.ir import IDENT_RE as _IDENT
-from ..kernels.ir import wrap_int
+from ..kernels.ir import float_bits, wrap_int
 from . import compile_cache
 from . import cuda_convert as CV
 from .cuda_launch import CudaError, CudaLauncher, Driver, HostLauncher
@@ -124,9 +123,9 @@ def c_literal(value: int | float | bool, dtype: str) -> str:
             text = v.hex() + ("f" if dtype == "f32" else "")
             return f"({text})" if text.startswith("-") else text
         if dtype == "f64":
-            bits = struct.unpack("<Q", struct.pack("<d", v))[0]
+            bits = float_bits(v, "f64")
             return f"ng_f64_from_bits(0x{bits:016X}ULL)"
-        bits = struct.unpack("<I", struct.pack("<f", v))[0]
+        bits = float_bits(v, "f32")
         return f"ng_f32_from_bits(0x{bits:08X}u)"
     if dtype not in INT_BITS or isinstance(value, float):
         raise ValueError(f"bad literal {value!r} of type {dtype}")

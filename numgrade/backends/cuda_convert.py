@@ -68,7 +68,7 @@ import numpy as np
 from ..ir.formats import Format, get_format, round_array, to_storage
 from ..kernels import legalize as L
 from ..kernels.round_f32 import round_f32_to
-from ..kernels.ir import var_names
+from ..kernels.ir import float_bits, var_names
 from ..kernels.ir import (Assign, Decl, Kernel, KExpr, Let, Loop, Reduce, Stmt, Store,
                           walk_exprs)
 
@@ -137,7 +137,7 @@ def _f64(bits: int) -> float:
 
 
 def _bits(x: float) -> int:
-    return struct.unpack("<Q", struct.pack("<d", x))[0]
+    return float_bits(x, "f64")
 
 
 def ref_value(sp: Spec, x: float) -> float:

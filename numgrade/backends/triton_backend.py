@@ -48,7 +48,6 @@ import importlib.util
 import math
 import os
 import re
-import struct
 import sys
 import warnings
 from typing import Any, Callable
@@ -58,6 +57,7 @@ import numpy as np
 from ..kernels.ir import (FLOAT_DTYPES, Assign, Decl, KExpr, Kernel, KernelProgram, Let, Loop,
                          Reduce, Stmt, Store, var)
 from ..kernels.ir import IDENT_RE as _IDENT
+from ..kernels.ir import float_bits
 from ..kernels.schedule import (CeilDiv, _lets, batch_grid_points, close_lets, extent_bound,
                                 is_extremum, is_plain_sum, rewrite_expr, row_resident_extent,
                                 simplify_indices, split_grid_reductions, substitute)
@@ -120,12 +120,6 @@ def block_for(extent: int, cap: int = MAX_BLOCK) -> int:
     return max(2, min(cap, _next_pow2(extent)))
 
 
-def _float_bits(value: float, dtype: str) -> int:
-    if dtype == "f64":
-        return struct.unpack("<q", struct.pack("<d", value))[0]
-    return struct.unpack("<i", struct.pack("<f", value))[0]
-
-
 def literal(value: Any, dtype: str) -> str:
     """A typed Triton scalar for a constant, printed exactly from the number."""
     t = TL_DTYPES[dtype]
@@ -134,7 +128,7 @@ def literal(value: Any, dtype: str) -> str:
         if math.isfinite(v) and not (v == 0.0 and math.copysign(1.0, v) < 0):
             return f"tl.full((), {v!r}, {t})"
         it = "tl.int64" if dtype == "f64" else "tl.int32"
-        return f"tl.full((), {_float_bits(v, dtype)}, {it}).to({t}, bitcast=True)"
+        return f"tl.full((), {float_bits(v, dtype, signed=True)}, {it}).to({t}, bitcast=True)"
     if dtype == "bool":
         return f"tl.full((), {bool(value)!r}, tl.int1)"
     return f"tl.full((), {int(value)}, {t})"

@@ -68,7 +68,6 @@ without it):
 from __future__ import annotations
 
 import math
-import struct
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -78,7 +77,7 @@ import numpy as np
 from ..kernels.ir import (DTYPE_BITS, FLOAT_DTYPES, MATH_OPS, Assign, Decl, Kernel,
                          KernelProgram, KExpr, Let, Loop, Reduce, Stmt, Store, walk_exprs)
 from ..kernels.ir import IDENT_RE as _IDENT
-from ..kernels.ir import var_names, wrap_int
+from ..kernels.ir import float_bits, var_names, wrap_int
 from ..kernels.math_f32 import expand_exp_f32
 from ..kernels.schedule import fold_indices, stash_reduced_values
 from .base import NUMPY_DTYPES
@@ -143,9 +142,9 @@ def float_literal(value: float, dtype: str) -> str:
     if math.isfinite(value) and abs(value) <= F32_MAX:
         return f"T.{_tdt(dtype)}({value!r})"
     if dtype == "f64":
-        bits = struct.unpack("<q", struct.pack("<d", value))[0]
+        bits = float_bits(value, "f64", signed=True)
         return f'T.reinterpret("float64", T.int64({bits}))'
-    bits = struct.unpack("<i", struct.pack("<f", value))[0]
+    bits = float_bits(value, "f32", signed=True)
     return f'T.reinterpret("float32", T.int32({bits}))'
 
 

@@ -139,6 +139,14 @@ def _attr_key(attrs: Sequence[Any]) -> tuple:
                  else (type(a).__name__, repr(a)) if isinstance(a, int) else a for a in attrs)
 
 
+def float_bits(value: float, dtype: str, signed: bool = False) -> int:
+    """The IEEE bit pattern of ``value`` as an f32 or f64 (an unsigned integer, or the signed
+    one of the same width); ``value`` must be representable in ``dtype`` (inf, NaN allowed)."""
+    code = {("f32", False): "<I", ("f32", True): "<i", ("f64", False): "<Q",
+            ("f64", True): "<q"}[(dtype, signed)]
+    return struct.unpack(code, struct.pack("<f" if dtype == "f32" else "<d", value))[0]
+
+
 def wrap_int(value: int, dtype: str) -> int:
     """``value`` modulo 2**bits, as the (signed or unsigned) integer of ``dtype``: the kernel
     IR's integer arithmetic wraps, and every backend prints its constants so."""

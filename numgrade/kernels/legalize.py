@@ -13,12 +13,11 @@ emitted code stays a sequence of small statements (no expression is ever duplica
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
 from ..ir.formats import Format
-from .ir import KExpr, Let, Stmt, const, select, unary, var
+from .ir import KExpr, Let, Stmt, const, float_bits, select, unary, var
 
 F64_EXP_MASK = 0x7FF0000000000000
 F64_SIGN = 0x8000000000000000
@@ -240,10 +239,6 @@ def _u32(v: int) -> KExpr:
     return const(v, "u32")
 
 
-def _f32_bits(v: float) -> int:
-    return struct.unpack("<I", struct.pack("<f", v))[0]
-
-
 def decode(blk: Block, raw: KExpr, fmt: Format) -> KExpr:
     """A loaded storage element -> its value in the format's carrier dtype.
 
@@ -311,7 +306,7 @@ def _decode_u32(blk: Block, raw: KExpr, fmt: Format) -> KExpr:
     m = blk.let(c & _u32((1 << sb) - 1), "mag")
     nrm = (m << _u32(23 - M)) + _u32((127 - B) << 23)
     magic = 2.0 ** (fmt.emin - M + 23)
-    sub = ((m | _u32(_f32_bits(magic))).bitcast("f32") - const(magic, "f32")).bitcast("u32")
+    sub = ((m | _u32(float_bits(magic, "f32"))).bitcast("f32") - const(magic, "f32")).bitcast("u32")
     mag = select(m.lt(_u32(1 << M)), sub, nrm)
     top = ((1 << E) - 1) << M  # the top exponent field with a zero mantissa
     if fmt.has_inf:
@@ -337,7 +332,7 @@ def _encode_u32(blk: Block, x: KExpr, fmt: Format) -> KExpr:
     sb = E + M
     nrm = (a >> _u32(23 - M)) - _u32((127 - B) << M)
     magic = 2.0 ** (fmt.emin - M + 23)
-    sub = (a.bitcast("f32") + const(magic, "f32")).bitcast("u32") - _u32(_f32_bits(magic))
+    sub = (a.bitcast("f32") + const(magic, "f32")).bitcast("u32") - _u32(float_bits(magic, "f32"))
     body = select(a.lt(_u32((fmt.emin + 127) << 23)), sub, nrm)
     top = ((1 << E) - 1) << M
     if fmt.has_inf:

@@ -26,10 +26,9 @@ are then selected exactly as ``round_array`` specifies them (see ``ir/formats.py
 
 from __future__ import annotations
 
-import struct
 
 from ..ir.formats import Format
-from .ir import KExpr, const, select, unary
+from .ir import KExpr, const, float_bits, select, unary
 from .legalize import Block
 
 SIGN = 0x80000000
@@ -42,11 +41,6 @@ MODES = ("rne", "rz", "ru", "rd")
 
 def u32(v: int) -> KExpr:
     return const(v, "u32")
-
-
-def f32_bits(v: float) -> int:
-    """The bit pattern of ``v`` as an f32 (``v`` must be representable; inf/NaN allowed)."""
-    return struct.unpack("<I", struct.pack("<f", v))[0]
 
 
 def round_f32_to(blk: Block, x: KExpr, fmt: Format, mode: str = "rne",
@@ -67,7 +61,7 @@ def round_f32_to(blk: Block, x: KExpr, fmt: Format, mode: str = "rne",
         if not sat:
             return x  # f32 values are unchanged in every mode (NaN stays NaN)
         xb = blk.let(x.bitcast("u32"), "xb")
-        mx = xb & u32(SIGN) | u32(f32_bits(fmt.max_finite))
+        mx = xb & u32(SIGN) | u32(float_bits(fmt.max_finite, "f32"))
         return blk.let(select((xb & u32(ABS)).eq(u32(INF)), mx, xb).bitcast("f32"), "r")
     p, emin = fmt.precision, fmt.emin
     if emin < -127:
@@ -103,7 +97,7 @@ def round_f32_to(blk: Block, x: KExpr, fmt: Format, mode: str = "rne",
         tiny = (q.cast("f32") * const(2.0 ** kmin, "f32")).bitcast("u32")
         mag = blk.let(select(a.lt(u32((emin + 127) << 23)), tiny, normal), "mag")
 
-    mx = f32_bits(fmt.max_finite)
+    mx = float_bits(fmt.max_finite, "f32")
     big = INF if fmt.has_inf else (QNAN if fmt.has_nan else mx)
     if sat:
         special: KExpr = u32(mx)
@@ -118,7 +112,7 @@ def round_f32_to(blk: Block, x: KExpr, fmt: Format, mode: str = "rne",
     nan_v = u32(QNAN) if fmt.has_nan else sign ^ u32(SIGN)
     r = blk.let(select(nan_in, nan_v, r), "rb")
     if not fmt.has_zero:  # e8m0: underflow gives the smallest value, zero is invalid
-        mn = f32_bits(fmt.min_normal)
+        mn = float_bits(fmt.min_normal, "f32")
         r = select(r.eq(u32(0)), u32(mn), r)
         if mode == "rne":  # round_array's ml_dtypes rule: (mn, 2 mn) rounds up to 2 mn
             r = select(a.gt(u32(mn)) & a.lt(u32(2 * mn)) & unary("not", neg),
