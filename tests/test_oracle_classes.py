@@ -448,3 +448,16 @@ def test_comparison_reaching_a_tie_is_not_stable(op):
     out = (e <= 0.0) if op == "<=" else (-e >= 0.0)
     q = program([p1], [], [out], dims={"N": 1})
     sound(q, point(q, p1=[-6.0]), point(q, p1=[6.0]))
+
+
+# 27. found by the campaign (chunk 106, seed 1060000492): where(c, p as i32, e2m1 value) has the
+# format e2m1, but the select kept the i32 value (448) in the reference and the kernels while
+# the analysis rounded it into e2m1: the reported range missed the computed 455.125. A branch
+# the result format may not hold is now rounded into it by the frontend (one ROUND node)
+
+def test_where_rounds_an_integer_branch_into_the_result_format():
+    p0, p1 = param("p0", "e4m3", 0, 448), param("p1", "f32", -6, 6)
+    c = const("C0", "e4m3", "1.1")
+    w = where(p0.ne(3.0), p0.as_("i32"), rnd(p0, "e2m1", mode="ru"))
+    q = program([p0, p1], [], [w + (c + p1)], consts=[c])
+    sound(q, point(q, p0=448.0, p1=6.0), point(q, p0=3.0, p1=-6.0))

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import DiagnosticSink, Span
 from ..ir import nodes as N
 from ..ir.dims import Dim, broadcast, divisible, shape_str
-from ..ir.formats import FORMATS, Format, promote
+from ..ir.formats import FORMATS, Format, promote, represents
 from ..ir.nodes import Op, TensorType, Value
 from . import ast as A
 from .constfold import (MAX_FOLD_BITS, FoldError, check_size, fold_binary, fold_unary,
@@ -915,6 +915,11 @@ class FunctionLowering:
             shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
         return self.mk(op, (x,), (axes, keep, order), TensorType(fmt, shape), e.span)
 
+    def _round_branch(self, x: Value, fmt: Format, span) -> Value:
+        if x.fmt == fmt or represents(fmt, x.fmt):
+            return x
+        return self.mk(Op.ROUND, (x,), ("rne", False, -1), TensorType(fmt, x.shape), span)
+
     def where(self, e: A.Call, hint: Format | None) -> LV:
         self._nargs(e, 3)
         self._kwargs(e, set())
@@ -943,6 +948,11 @@ class FunctionLowering:
         if (a.fmt.kind == "bool") != (b.fmt.kind == "bool"):
             self.err("where() branches must both be bool or both numbers", e.span)
         fmt = promote(a.fmt, b.fmt)
+        # a branch whose values the result format may not hold (an i32 branch beside a float
+        # one) is rounded into it, as every operation rounds into its working format: the
+        # select itself then is exact, in the analysis and in every backend alike
+        a = self._round_branch(a, fmt, e.args[1].span)
+        b = self._round_branch(b, fmt, e.args[2].span)
         if folded is not None:
             shape = self.broadcast_shapes(a.shape, b.shape, e.span)
             out = a if folded else b
