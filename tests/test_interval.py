@@ -445,8 +445,10 @@ def test_infinities_never_nan() -> None:
 def test_division_by_zero_containing() -> None:
     assert close(1 / Interval.of(0, 2), 0.5, INF, 1)
     assert close(Interval.of(-2, -1) / Interval.of(0, 4), -INF, -0.25, 1)
-    assert close(1 / Interval.of(-2, 0), -INF, -0.5, 1)
-    assert close(Interval.of(-3, -1) / Interval.of(-2, 0), 0.5, INF, 1)
+    # the end 0 of [-2, 0] gives x / 0 = +-inf by the sign of x (0 has no sign in the ideal
+    # program; +0 in the computed one): the other infinity (campaign seed 1100002377)
+    assert (1 / Interval.of(-2, 0)).same(Interval.entire())
+    assert (Interval.of(-3, -1) / Interval.of(-2, 0)).same(Interval.entire())
     assert (Interval.of(0, 1) / Interval.of(0, 1)).same(Interval.of(0, INF))
     assert (1 / Interval.of(-1, 1)).same(Interval.entire())
     assert (Interval.of(-1, 1) / Interval.of(0, 1)).same(Interval.entire())

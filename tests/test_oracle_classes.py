@@ -461,3 +461,15 @@ def test_where_rounds_an_integer_branch_into_the_result_format():
     w = where(p0.ne(3.0), p0.as_("i32"), rnd(p0, "e2m1", mode="ru"))
     q = program([p0, p1], [], [w + (c + p1)], consts=[c])
     sound(q, point(q, p0=448.0, p1=6.0), point(q, p0=3.0, p1=-6.0))
+
+
+# 28. found by the campaign (chunk 110, seed 1100002377): a divisor whose range is [a, 0] (here
+# the maximum of -p0^2, which is 0 where p0 is) gives x / 0 = +inf in the ideal program (0 has
+# no sign) besides the -inf of its negative points; the interval division kept only the latter
+
+def test_division_by_a_range_ending_at_zero_from_below():
+    p0 = param("p0", "f64", -3, 3, shape=("N",))
+    p1 = param("p1", "bf16", 0.1, 0.3, shape=("N",))
+    q = program([p0, p1], [], [_exp2(p1 / reduce("max", (-p0) * p0))], dims={"N": 4})
+    sound(q, point(q, p0=[-1.0, -1.0, 0.0, 3.0], p1=[0.298828125, 0.10009765625,
+                                                     0.1005859375, 0.1005859375]))

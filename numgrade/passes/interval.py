@@ -474,8 +474,9 @@ def mul(x: Operand, y: Operand) -> Interval:
 def div(x: Operand, y: Operand) -> Interval:
     """x / y over the points with y != 0.
 
-    A divisor touching 0 only at an end gives a half-unbounded result when x has one sign
-    (``1/[0,2] = [0.5, inf]``); a divisor straddling 0 gives [-inf, inf]; ``0/y`` is 0; and
+    A divisor [0, b] gives a half-unbounded result when x has one sign (``1/[0,2] =
+    [0.5, inf]``: x / 0 is +-inf by the sign of x); a divisor [a, 0] with a < 0, or one
+    straddling 0, gives [-inf, inf] (``1/[-2,0]`` holds -0.5 .. -inf and, at 0, +inf); ``0/y`` is 0; and
     ``x/[0,0]`` (no values) is [-inf, inf]. ``may_be_undefined('div', x, y)`` flags them.
     """
     x, y = _coerce(x), _coerce(y)
@@ -503,13 +504,12 @@ def _div_by_zero_containing(x: Interval, y: Interval, lo: np.ndarray,
     zl = (yl == 0) & (yh > 0)
     zl_lo = np.where(xp, np.maximum(_down(x.lo / yh), 0.0), -INF)
     zl_hi = np.where(xn & ~xp, np.minimum(_up(x.hi / yh), 0.0), INF)
-    # divisor [yl, 0] with yl < 0
-    zh = (yh == 0) & (yl < 0)
-    zh_lo = np.where(xn & ~xp, np.maximum(_down(x.hi / yl), 0.0), -INF)
-    zh_hi = np.where(xp, np.minimum(_up(x.lo / yl), 0.0), INF)
-    straddle = ((yl < 0) & (yh > 0)) | ((yl == 0) & (yh == 0))
-    lo = np.where(zl, zl_lo, np.where(zh, zh_lo, np.where(straddle, -INF, lo)))
-    hi = np.where(zl, zl_hi, np.where(zh, zh_hi, np.where(straddle, INF, hi)))
+    # divisor [yl, 0] with yl < 0: its negative points give one infinity, and the end 0 the
+    # other (x / 0 is +-inf by the sign of x: 0 has no sign in the ideal program, and is +0 in
+    # the computed one unless proved -0), so the whole line, as for a divisor straddling 0
+    straddle = ((yl < 0) & (yh >= 0)) | ((yl == 0) & (yh == 0))
+    lo = np.where(zl, zl_lo, np.where(straddle, -INF, lo))
+    hi = np.where(zl, zl_hi, np.where(straddle, INF, hi))
     # 0 / y = 0 wherever y has a nonzero point
     zero = xz & ~((yl == 0) & (yh == 0))
     return _nan_to(np.where(zero, 0.0, lo), -INF), _nan_to(np.where(zero, 0.0, hi), INF)
