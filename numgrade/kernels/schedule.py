@@ -243,9 +243,10 @@ def _lets(stmts: tuple[Stmt, ...], out: dict[str, KExpr]) -> dict[str, KExpr]:
     return out
 
 
-def close_lets(stmts: tuple[Stmt, ...], lets: Mapping[str, KExpr]) -> tuple:
-    """The statements with every read of a Let name (of ``lets``) replaced by the Let's value,
-    recursively: equal computations become one hash-consed expression (for CSE)."""
+def let_closer(lets: Mapping[str, KExpr]) -> Callable[[KExpr], KExpr | None]:
+    """A :func:`rewrite_expr` rule that replaces every read of a Let name (of ``lets``) by the
+    Let's value, recursively (memoised): equal computations become one hash-consed
+    expression."""
     closed: dict[str, KExpr] = {}
 
     def close(name: str) -> KExpr:
@@ -258,7 +259,13 @@ def close_lets(stmts: tuple[Stmt, ...], lets: Mapping[str, KExpr]) -> tuple:
             return close(e.attrs[0])
         return None
 
-    return rewrite_stmts(stmts, fold)
+    return fold
+
+
+def close_lets(stmts: tuple[Stmt, ...], lets: Mapping[str, KExpr]) -> tuple:
+    """The statements with every read of a Let name (of ``lets``) replaced by the Let's value,
+    recursively: equal computations become one hash-consed expression (for CSE)."""
+    return rewrite_stmts(stmts, let_closer(lets))
 
 
 def _mutable(stmts: tuple[Stmt, ...], out: set[str]) -> set[str]:
@@ -510,17 +517,10 @@ def stash_reduced_values(program: KernelProgram, k) -> object:
     read by no kernel."""
     if _mutable(k.body, set()):
         return k
-    lets = _lets(k.body, {})
-    closed = {}
+    fold = let_closer(_lets(k.body, {}))
 
     def close(e: KExpr) -> KExpr:
-        return rewrite_expr(e, lambda x: closed_let(x.attrs[0])
-                            if x.op == "var" and x.attrs[0] in lets else None)
-
-    def closed_let(name: str) -> KExpr:
-        if name not in closed:
-            closed[name] = close(lets[name])
-        return closed[name]
+        return rewrite_expr(e, fold)
 
     body = list(k.body)
     used: set[int] = set()
