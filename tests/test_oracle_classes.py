@@ -473,3 +473,41 @@ def test_division_by_a_range_ending_at_zero_from_below():
     q = program([p0, p1], [], [_exp2(p1 / reduce("max", (-p0) * p0))], dims={"N": 4})
     sound(q, point(q, p0=[-1.0, -1.0, 0.0, 3.0], p1=[0.298828125, 0.10009765625,
                                                      0.1005859375, 0.1005859375]))
+
+
+# 32. found by the campaign (chunks 108-109, seeds 1080009864, 1090003445, 1090003858): a
+# function of a constant folds at 256 bits, and tanh(100.3) is 1 there while the real value is
+# 1 - 2^-288; the fold was taken as exact, so the bound was 0. The error is below the oracle's
+# slack (2^-285), so these tests compare the bound with the real error directly (mpmath at
+# 2000 bits, from the source text alone).
+
+def _real_error(f, x: float) -> float:
+    import mpmath
+    with mpmath.workprec(2000):
+        return float(abs(f(mpmath.mpf(x)) - x))
+
+
+@pytest.mark.parametrize("dims", [{"N": 2}, None])
+def test_folded_function_constant_keeps_its_distance_from_the_real_value(dims):
+    import numgrade as ng
+    shape = "[N]" if dims else ""
+    src = f"""const C0: bf16 = 100.3
+fn f(x: f64{shape} in [1, 2]) -> f64{shape} {{ return x * tanh(C0) }}"""
+    rep = ng.compile_source(src)["f"].analyze(**(dims or {}))
+    (out,) = rep.outputs
+    import mpmath
+    real = _real_error(lambda x: x * mpmath.tanh(mpmath.mpf(1003) / 10), 2.0)
+    assert 2.0 ** -300 < real <= out.abs_error < 2.0 ** -200   # sound, and still tiny
+
+
+def test_exact_folds_stay_exact_and_undecided_comparisons_are_diagnosed():
+    import numgrade as ng
+    from numgrade.errors import GradeError
+    src = """fn f(x: f64 in [1, 2]) -> f64 {
+    return x * (sqrt(9.0 / 4.0) - exp(0.0) + 4 * exp2(-3.0) - log2(8.0) + 3 + log(1.0))
+}"""
+    (out,) = ng.compile_source(src)["f"].analyze().outputs
+    assert out.abs_error == 0          # 1.5 - 1 + 0.5 - 3 + 3 + 0 = 1: every fold is exact
+    bad = "fn g(x: f64) -> f64 { return where(tanh(100.3) == 1.0, x, -x) }"
+    with pytest.raises(GradeError, match="not decided"):
+        ng.compile_source(bad)

@@ -7,6 +7,7 @@ carries the span it came from so that every later error can point at the source.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from ..errors import Span
 
@@ -20,6 +21,8 @@ class Node:
 @dataclass(frozen=True)
 class Number(Node):
     text: str  # kept as text so that constants fold exactly
+    # how far the real constant may be from the text (FPCore's PI has no exact literal)
+    radius: Fraction = Fraction(0)
 
     @property
     def is_int(self) -> bool:

@@ -58,6 +58,7 @@ Translation (FPCore semantics -> Grade semantics)
 from __future__ import annotations
 
 import bisect
+import math
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -298,7 +299,9 @@ CONSTANT_NAMES = ("E", "LOG2E", "LOG10E", "LN2", "LN10", "PI", "PI_2", "PI_4", "
 _CONST_DIGITS = 60
 
 
-def _constant_values() -> dict[str, Fraction]:
+def _constant_values() -> dict[str, tuple[Fraction, Fraction]]:
+    """Each named constant as a 60-digit decimal and a bound on its distance from the real
+    constant (one unit in the last digit; the decimal is rounded from a 400-bit value)."""
     ctx = mpmath.MPContext()
     ctx.prec = 400
     vals = {"E": ctx.e, "LOG2E": 1 / ctx.ln2, "LOG10E": 1 / ctx.ln10, "LN2": ctx.ln2,
@@ -309,11 +312,14 @@ def _constant_values() -> dict[str, Fraction]:
     for k, v in vals.items():
         # 60 significant digits, as an exact decimal
         s = ctx.nstr(v, _CONST_DIGITS, strip_zeros=False, min_fixed=-5, max_fixed=5)
-        out[k] = Fraction(s)
+        x = Fraction(s)
+        unit = Fraction(10) ** (math.floor(math.log10(x)) - _CONST_DIGITS + 1)
+        out[k] = (x, unit)
     return out
 
 
-CONSTANTS: dict[str, Fraction] = _constant_values()
+CONSTANT_ENCLOSURES: dict[str, tuple[Fraction, Fraction]] = _constant_values()
+CONSTANTS: dict[str, Fraction] = {k: v for k, (v, _) in CONSTANT_ENCLOSURES.items()}
 
 
 @dataclass
@@ -1110,10 +1116,12 @@ class _Translator:
         if e.text in ("INFINITY", "NAN"):
             raise Unsupported(f"constant {e.text} has no Grade literal")
         if e.text in CONSTANTS:
-            v = CONSTANTS[e.text]
+            v, radius = CONSTANT_ENCLOSURES[e.text]
             self.note(f"constant {e.text} is written with {_CONST_DIGITS} significant digits and "
-                      "rounded once to the context format")
-            return _TV(_frac_expr(v, e.span), None, "num", v)
+                      "rounded once to the context format; the analysis counts its distance "
+                      "from the real constant as error")
+            return _TV(A.Number(e.span, exact_decimal(v, 2 * _CONST_DIGITS), radius), None,
+                       "num", v)
         raise Unsupported(f"unknown variable '{e.text}'")
 
     def num(self, e: SExp, scope, ctx, depth) -> _TV:

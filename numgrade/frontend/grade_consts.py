@@ -7,6 +7,10 @@ sat=..)`` / ``lit as fmt`` says; so the text is the exact value in the form whos
 the stored values. Each candidate is checked by building the constant the way lowering does
 (lower._const_value) and comparing bit for bit (the hash-consing key compares -0.0 equal to 0.0,
 so identity alone would not do).
+
+A constant folded from a function (``log2(10000.0)``) is written as its 256-bit value: Grade has
+no literal for the real one, so the text's constant is that rational, and the radius the IR kept
+(how far the real value may be) is not written.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 
 from ..errors import GradeError
 from ..ir.formats import FORMATS, Format
-from ..ir.nodes import Value
+from ..ir.nodes import Value, const_radius
 from .constfold import round_exact
 from .grade_literals import fraction_text, type_text
 from .lower import _const_value
@@ -77,7 +81,8 @@ def scalar_const_text(v: Value) -> str:
     candidates += [(m, s, f"round({lit}, {fmt.name}, mode={m}, sat={'true' if s else 'false'})")
                    for m in ("rz", "ru", "rd") for s in (False, True)]
     for mode, sat, text in candidates:
-        if _matches(v, _const_value(np.array(round_exact(x, fmt, mode, sat)), fmt, [x])):
+        if _matches(v, _const_value(np.array(round_exact(x, fmt, mode, sat)), fmt, [x],
+                                    const_radius(v))):
             return text
     raise Unwritable(f"the constant {v.attrs[0][0]!r} is no rounding of its exact value "
                      f"{x} to {fmt.name}")
@@ -92,7 +97,7 @@ def array_const_decl(name: str, v: Value) -> str:
         xs = exact_values(v)
         arr = np.array([round_exact(x, v.fmt, "rne", False) for x in xs],
                        dtype=np.float64).reshape(shape)
-        if not _matches(v, _const_value(arr, v.fmt, xs)):
+        if not _matches(v, _const_value(arr, v.fmt, xs, const_radius(v))):
             raise Unwritable("its values are not its exact values rounded to nearest")
     except Unwritable as ex:
         raise GradeError(f"constant array {v.type} cannot be written in Grade: {ex.why}") from None
@@ -135,7 +140,7 @@ def adopted_literal(c: Value, other: Format) -> str | None:
         return None
     fmt = F32 if other.kind == "int" and x.denominator != 1 else other
     if fmt != c.fmt or not _matches(c, _const_value(np.array(round_exact(x, fmt, "rne", False)),
-                                                    fmt, [x])):
+                                                    fmt, [x], const_radius(c))):
         return None
     text = _literal(x, fmt)
     return f"({text})" if text.startswith("-") else text

@@ -20,8 +20,8 @@ from ..ir.dims import Dim, broadcast, divisible, shape_str
 from ..ir.formats import FORMATS, Format, promote, represents
 from ..ir.nodes import Op, TensorType, Value
 from . import ast as A
-from .constfold import (MAX_FOLD_BITS, FoldError, check_size, fold_binary, fold_unary,
-                        parse_number, round_exact)
+from .constfold import (MAX_FOLD_BITS, ZERO, FoldError, check_size, fold_binary_enclosed,
+                        fold_unary_enclosed, parse_number, radius_up, round_exact)
 
 F32, F64, I32, BOOL = FORMATS["f32"], FORMATS["f64"], FORMATS["i32"], FORMATS["bool"]
 ROUND_MODES = ("rne", "rz", "ru", "rd", "sr")
@@ -35,10 +35,12 @@ class _Poison(Exception):
 
 @dataclass(frozen=True)
 class Weak:
-    """A folded scalar constant: exact value, and its format (None: a weak literal)."""
+    """A folded scalar constant: its value, its format (None: a weak literal) and its radius, a
+    bound on the distance from the value to the real one (0 unless a function was folded)."""
 
     value: Fraction | bool
     fmt: Format | None = None
+    radius: Fraction = ZERO
 
 
 @dataclass(frozen=True)
@@ -65,16 +67,20 @@ def _suggest(name: str, options) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _const_value(values: np.ndarray, fmt: Format, exact: list | None = None) -> Value:
+def _const_value(values: np.ndarray, fmt: Format, exact: list | None = None,
+                 radius: Fraction = ZERO) -> Value:
     """A CONST value: its rounded values, and the exact values where any rounding happened
-    (the ideal program uses those: it removes the rounding of constants too)."""
+    (the ideal program uses those: it removes the rounding of constants too), and the radius
+    of folded functions (the real values are within it of the exact ones)."""
     shape = tuple(Dim.const(int(s)) for s in values.shape)
     flat = N.canonical_floats(float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1))
     ex = None
     if exact is not None:
         ex_t = tuple(Fraction(x) for x in exact)
-        if any(not np.isfinite(r) or Fraction(r) != x for r, x in zip(flat, ex_t)):
+        if radius > 0 or any(not np.isfinite(r) or Fraction(r) != x for r, x in zip(flat, ex_t)):
             ex = ex_t
+    if radius > 0:
+        return Value(Op.CONST, (), (flat, ex, radius), TensorType(fmt, shape))
     return Value(Op.CONST, (), (flat, ex), TensorType(fmt, shape))
 
 
@@ -147,7 +153,7 @@ class ModuleLowering:
                     self.consts[d.name] = Weak(v.value, BOOL)
                 else:
                     fl.materialize(v, fmt, d.value.span)  # warns when it overflows
-                    self.consts[d.name] = Weak(v.value, fmt)
+                    self.consts[d.name] = Weak(v.value, fmt, v.radius)
             else:
                 shape = []
                 for de in d.type.dims:
@@ -158,8 +164,8 @@ class ModuleLowering:
                         self.consts[d.name] = _POISON
                         return
                     shape.append(dd.int_value())
-                arr, exact = fl.fold_array(d.value, tuple(shape), fmt)
-                self.consts[d.name] = _const_value(arr, fmt, exact)
+                arr, exact, radius = fl.fold_array(d.value, tuple(shape), fmt)
+                self.consts[d.name] = _const_value(arr, fmt, exact, radius)
             self.const_spans[d.name] = d.span
         except _Poison:
             self.consts[d.name] = _POISON
@@ -272,7 +278,10 @@ class FunctionLowering:
                     if lo.value > hi.value:
                         self.err(f"empty range [{float(lo.value)}, {float(hi.value)}]",
                                  p.range[0].span)
-                    rng = (float(lo.value), float(hi.value))
+                    # outward: a bound folded from a function is only known to within its radius
+                    rng = (float(lo.value), float(hi.value)) if lo.radius == hi.radius == 0 else \
+                        (round_exact(lo.value - lo.radius, F64, "rd"),
+                         round_exact(hi.value + hi.radius, F64, "ru"))
                     if t.fmt.kind == "bool":
                         self.err("a bool parameter cannot have a range", p.range[0].span)
                 v = self.mk(Op.PARAM, (), (p.name, i), t, p.span)
@@ -357,7 +366,8 @@ class FunctionLowering:
             c = self.mod.consts.get(e.id)
             if c is _POISON:
                 raise _Poison()
-            if isinstance(c, Weak) and not isinstance(c.value, bool) and c.value.denominator == 1:
+            if isinstance(c, Weak) and not isinstance(c.value, bool) and \
+                    c.value.denominator == 1 and not c.radius:
                 return Dim.const(int(c.value))
             hint = _suggest(e.id, self.dims) if self.dims else ""
             self.err(f"unknown dimension '{e.id}'{hint}", e.span)
@@ -455,12 +465,14 @@ class FunctionLowering:
         return v
 
     def fold_array(self, e: A.Expr, shape: tuple[int, ...],
-                   fmt: Format) -> tuple[np.ndarray, list[Fraction]]:
+                   fmt: Format) -> tuple[np.ndarray, list[Fraction], Fraction]:
+        """Rounded values, exact values and the largest radius of a constant array."""
         total = int(np.prod(shape)) if shape else 1
         if total > MAX_ELEMENTS_CONST:
             self.err(f"constant array too large ({total} elements)", e.span)
         out = np.zeros(shape, dtype=np.float64)
         exact = np.zeros(shape, dtype=object)
+        radius = [ZERO]
 
         def fill(node: A.Expr, idx: tuple[int, ...]) -> None:
             depth = len(idx)
@@ -472,6 +484,7 @@ class FunctionLowering:
                 else:
                     out[idx] = round_exact(w.value, fmt, "rne", False)
                     exact[idx] = w.value
+                    radius[0] = max(radius[0], w.radius)
                 return
             if not isinstance(node, A.ListLit):
                 self.err(f"expected a list of {shape[depth]} items", node.span)
@@ -481,7 +494,7 @@ class FunctionLowering:
                 fill(item, idx + (i,))
 
         fill(e, ())
-        return out, list(exact.reshape(-1))
+        return out, list(exact.reshape(-1)), radius[0]
 
     def materialize(self, w: Weak, fmt: Format, span: Span) -> Value:
         """A constant as a typed scalar value of fmt (one exact rounding)."""
@@ -492,7 +505,7 @@ class FunctionLowering:
                                   and abs(r) == fmt.max_finite and abs(w.value) > fmt.max_finite):
             what = "is not representable in" if np.isnan(r) else "overflows"
             self.sink.warn(f"constant {_short(w.value)} {what} {fmt.name}", span)
-        v = _const_value(np.array(r), fmt, [w.value])
+        v = _const_value(np.array(r), fmt, [w.value], w.radius)
         self.spans.setdefault(v, span)
         return v
 
@@ -500,7 +513,7 @@ class FunctionLowering:
     def expr(self, e: A.Expr, hint: Format | None = None) -> LV:
         if isinstance(e, A.Number):
             try:
-                return Weak(parse_number(e.text))
+                return Weak(parse_number(e.text), None, e.radius)
             except FoldError as ex:
                 self.err(str(ex), e.span)
         if isinstance(e, A.Bool):
@@ -654,13 +667,13 @@ class FunctionLowering:
         if isinstance(a.value, bool) or isinstance(b.value, bool):
             self.err(f"'{sym}' is not defined on bool constants", span)
         try:
-            r = fold_binary(sym, a.value, b.value)
+            r, radius = fold_binary_enclosed(sym, a.value, a.radius, b.value, b.radius)
         except FoldError as ex:
             self.err(str(ex), span)
         if isinstance(r, bool):
             return Weak(r, BOOL)
         fmt = a.fmt if b.fmt is None else b.fmt if a.fmt is None else promote(a.fmt, b.fmt)
-        return Weak(r, fmt)
+        return Weak(r, fmt, radius)
 
     def unary(self, op: str, sym: str, x: LV, span: Span, hint: Format | None = None) -> LV:
         x = self.value_of(x, span)
@@ -668,7 +681,8 @@ class FunctionLowering:
             if isinstance(x.value, bool):
                 self.err(f"{sym} is not defined on bool", span)
             try:
-                return Weak(fold_unary(sym, x.value), x.fmt)
+                value, radius = fold_unary_enclosed(sym, x.value, x.radius)
+                return Weak(value, x.fmt, radius)
             except FoldError as ex:
                 self.err(str(ex), span)
         self._check_float(x, sym, span)
@@ -696,7 +710,7 @@ class FunctionLowering:
                 return self.materialize(x, fmt, span)
             if mode != "sr":
                 r = round_exact(x.value, fmt, mode, sat)
-                v = _const_value(np.array(r), fmt, [x.value])
+                v = _const_value(np.array(r), fmt, [x.value], x.radius)
                 self.spans.setdefault(v, span)
                 return v
             x = self.materialize(x, F64, span)
@@ -732,7 +746,8 @@ class FunctionLowering:
             v = w.attrs[0].int_value()
             if v is not None:
                 return v
-        if not isinstance(w, Weak) or isinstance(w.value, bool) or w.value.denominator != 1:
+        if not isinstance(w, Weak) or isinstance(w.value, bool) or w.value.denominator != 1 \
+                or w.radius:
             self.err(f"{what} must be an integer constant", e.span)
         return int(w.value)
 
@@ -985,7 +1000,10 @@ class FunctionLowering:
             if n * max(x.value.numerator.bit_length(), x.value.denominator.bit_length()) \
                     > MAX_FOLD_BITS:
                 self.err("constant expression is beyond the range of exact folding", e.span)
-            return Weak(x.value ** n, x.fmt)
+            # |(a + d)^n - a^n| <= n (|a| + r)^(n-1) r for |d| <= r
+            r = x.radius
+            return Weak(x.value ** n, x.fmt,
+                        radius_up(n * (abs(x.value) + r) ** (n - 1) * r) if n > 0 else ZERO)
         self._check_float(x, "'**'", e.span)
         if n == 0:
             one = self.materialize(Weak(Fraction(1)), hint or x.fmt, e.span)
@@ -1012,7 +1030,9 @@ class FunctionLowering:
                 r = check_size(vals[0].value * vals[1].value + vals[2].value)
             except FoldError as ex:
                 self.err(str(ex), e.span)
-            return Weak(r, fmt)
+            (a, ra), (b, rb) = ((v.value, v.radius) for v in vals[:2])
+            rc = vals[2].radius
+            return Weak(r, fmt, radius_up(abs(a) * rb + abs(b) * ra + ra * rb + rc))
         typed = [v for v in vals if isinstance(v, Value)]
         fmt = typed[0].fmt
         for v in typed[1:]:

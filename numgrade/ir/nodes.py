@@ -57,8 +57,10 @@ class Op:
     """Operation names (strings keep the printer and pattern rules readable)."""
 
     PARAM = "param"          # attrs: (name, index)
-    CONST = "const"          # attrs: (values, exact) rounded floats in fmt (flat, row-major), and
-                             # the exact Fractions when rounding changed any of them, else None
+    CONST = "const"          # attrs: (values, exact[, radius]) rounded floats in fmt (flat,
+                             # row-major), the exact Fractions when rounding changed any of them
+                             # (else None), and, for folded functions, a bound on the distance of
+                             # every exact value from the real one (see const_enclosures)
     DIM = "dim"              # attrs: (Dim,) the runtime value of a size expression, i32 scalar
     # elementwise, result rounded to the result format
     NEG, ABS, EXP, LOG, SQRT, RSQRT, TANH, SIGMOID = "neg", "abs", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid"
@@ -103,6 +105,31 @@ _NAN = float("nan")
 def canonical_floats(values) -> tuple[float, ...]:
     """Floats for attributes: every NaN is one object, so equal constants hash-cons together."""
     return tuple(_NAN if v != v else float(v) for v in values)
+
+
+def const_radius(v: "Value") -> Fraction:
+    """How far a constant's real values may be from its exact ones (0 but for folded functions,
+    whose 256-bit values are only enclosures of the real ones: tanh(100.3) is not 1)."""
+    return v.attrs[2] if len(v.attrs) > 2 else Fraction(0)
+
+
+def const_enclosures(v: "Value") -> list[tuple[Fraction, Fraction]] | None:
+    """Per element, bounds on the real value the ideal program reads; None when the rounded
+    values are the real ones. Every analysis takes a constant's ideal value from here."""
+    exact = v.attrs[1] if len(v.attrs) > 1 else None
+    if exact is None:
+        return None
+    r = const_radius(v)
+    return [(e - r, e + r) for e in exact]
+
+
+def const_error(v: "Value") -> Fraction:
+    """The largest distance from a rounded value of a constant to its real value."""
+    enc = const_enclosures(v)
+    if enc is None:
+        return Fraction(0)
+    return max((max(abs(Fraction(c) - lo), abs(hi - Fraction(c)))
+                for c, (lo, hi) in zip(v.attrs[0], enc)), default=Fraction(0))
 
 
 class Value:

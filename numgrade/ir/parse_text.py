@@ -350,6 +350,13 @@ class IRParser:
             if len(exact) != n:
                 self.error(f"constant of type {typ} needs {n} exact value(s), found {len(exact)}",
                            et)
+            if self.at_word("within"):
+                self.next()
+                rt = self.peek()
+                radius = self.fraction()
+                if radius <= 0:
+                    self.error("a radius must be positive", rt)
+                return Value(Op.CONST, (), (N.canonical_floats(vals), exact, radius), typ)
         return Value(Op.CONST, (), (N.canonical_floats(vals), exact), typ)
 
     def fraction(self) -> Fraction:

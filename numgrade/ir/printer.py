@@ -68,12 +68,15 @@ def frac_text(x) -> str:
 
 
 def const_text(attrs: tuple, shape: tuple[Dim, ...], indent: str = "  ") -> str:
-    """Values, then ``exact [p/q, ...]`` when rounding changed a constant (the ideal uses it)."""
+    """Values, then ``exact [p/q, ...]`` when rounding changed a constant (the ideal uses it),
+    then ``within p/q`` when the real values are only known to within that (folded functions)."""
     text = const_data(attrs[0], shape, indent)
     exact = attrs[1] if len(attrs) > 1 else None
     if exact is not None:
         body = ", ".join(frac_text(x) for x in exact)
         text += f" exact [{body}]" if shape or len(exact) != 1 else f" exact {body}"
+    if len(attrs) > 2:
+        text += f" within {frac_text(attrs[2])}"
     return text
 
 

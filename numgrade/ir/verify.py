@@ -151,6 +151,8 @@ def check_value(v: Value, module: N.Module | None = None) -> list[str]:
             errs.append(f"const: {len(v.attrs[0])} values for shape {shape_str(t.shape)}")
         if len(v.attrs) > 1 and v.attrs[1] is not None and len(v.attrs[1]) != len(v.attrs[0]):
             errs.append("const: exact values do not match the values")
+        if len(v.attrs) > 2 and (v.attrs[1] is None or not v.attrs[2] > 0):
+            errs.append("const: a radius needs exact values and must be positive")
     return errs
 
 

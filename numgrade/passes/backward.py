@@ -450,11 +450,11 @@ class _Analysis:
         p = [phi[s] for s in n.srcs]
         fmt = n.fmt
         if op == Op.CONST:
-            exact = n.value.attrs[1] if len(n.value.attrs) > 1 else None
-            if exact is None:
+            enc = N.const_enclosures(n.value)
+            if enc is None:
                 return 0.0
             worst = 0.0
-            for f, e in zip(n.value.attrs[0], exact):
+            for f, e in ((f, e) for f, lohi in zip(n.value.attrs[0], enc) for e in lohi):
                 if e == 0:
                     if f != 0:
                         return INF

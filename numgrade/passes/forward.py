@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 
 import numpy as np
 
@@ -269,19 +268,16 @@ class ForwardAnalysis:
         fmt = t.fmt if isinstance(t, TensorType) else None
         if op == Op.CONST:
             vals = np.array(v.attrs[0], dtype=np.float64)
-            exact = v.attrs[1] if len(v.attrs) > 1 else None
             if not np.all(np.isfinite(vals)):
                 return AV(Interval.entire(), Interval.entire(), a=INF,
                           reason="a constant is not finite", span=span)
             C = _iv(vals.min(), vals.max())
-            if exact is None:
+            enc = N.const_enclosures(v)
+            if enc is None:
                 return AV(C, C)
-            ex = [x_ for x_ in exact]
-            lo = min(ex)
-            hi = max(ex)
-            R = Interval.of(np.float64(down(lo)), np.float64(up(hi)))
-            a = max(abs(Fraction(float(c)) - e) for c, e in zip(v.attrs[0], ex))
-            return AV(R, C, a=up(a) * SAFE)
+            R = Interval.of(np.float64(down(min(lo for lo, _ in enc))),
+                            np.float64(up(max(hi for _, hi in enc))))
+            return AV(R, C, a=up(N.const_error(v)) * SAFE)
         if op == Op.DIM:
             n = float(v.attrs[0].evaluate(self.dims)) if v.attrs[0].symbols() <= set(self.dims) \
                 else None

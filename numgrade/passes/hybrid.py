@@ -433,7 +433,8 @@ class _RegionBuilder:
         if v.op == Op.CONST and len(set(v.attrs[0])) == 1 and \
                 (len(v.attrs) < 2 or v.attrs[1] is None or len(set(v.attrs[1])) == 1):
             ex = None if len(v.attrs) < 2 or v.attrs[1] is None else v.attrs[1][:1]
-            scalar = Value(Op.CONST, (), (v.attrs[0][:1], ex), TensorType(v.fmt, ()))
+            scalar = Value(Op.CONST, (), (v.attrs[0][:1], ex) + v.attrs[2:],
+                           TensorType(v.fmt, ()))
             return SE._add_node(scalar, [], prog, self.ha.module, 0)
         av = self.ha.env_get(v)
         if av is None:

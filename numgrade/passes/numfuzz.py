@@ -232,11 +232,11 @@ class _Grades:
         if fmt is None or fmt.kind == "bool":
             return 0.0   # truth values are checked where they are used
         if op == Op.CONST:
-            exact = n.value.attrs[1] if len(n.value.attrs) > 1 else None
-            if exact is None:
+            enc = N.const_enclosures(n.value)
+            if enc is None:
                 return 0.0
             worst = 0.0
-            for f, e in zip(n.value.attrs[0], exact):
+            for f, e in ((f, e) for f, lohi in zip(n.value.attrs[0], enc) for e in lohi):
                 if e == 0 or Fraction(f) / e <= 0:
                     raise Unsupported(f"a constant is rounded to 0 or across 0{self.where(n)}")
                 r = float(abs(Fraction(f) / e - 1))

@@ -59,6 +59,7 @@ class SNode:
     const: float | None = None          # rounded constant value
     const_err: float = 0.0              # fl(c) - c, an upper bound on its magnitude
     const_exact: Fraction | None = None
+    const_radius: Fraction = Fraction(0)   # the real constant is within this of const_exact
     fmt: Format | None = None
     value: Value | None = None
     fits: bool = False                  # operands are values of fmt (exactness rules apply)
@@ -137,8 +138,9 @@ def _add_node(v: Value, args: list[int], prog: ScalarProgram, module, depth: int
         if exact is not None:
             if not math.isfinite(val):
                 raise Unsupported("a constant overflows its format")
-            err = up(abs(Fraction(val) - exact))
-        return push(SNode(op, const=float(val), const_err=err, const_exact=exact, fmt=v.fmt))
+            err = up(N.const_error(v))
+        return push(SNode(op, const=float(val), const_err=err, const_exact=exact,
+                          const_radius=N.const_radius(v), fmt=v.fmt))
     fmt = v.fmt
     j = judge(v)   # the one rounding judgement: whether, into what, and may it be exact
     if op in (Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE, Op.AND, Op.OR, Op.NOT):
@@ -236,7 +238,7 @@ class _Eval:
                     # the ideal program reads the exact constant; the perturbed one the whole
                     # segment from it to the rounded one, so that adjoints cover the mean-value
                     # point between the two (the constant's error is a perturbation too)
-                    ex = _exact_interval(n.const_exact, X[0].shape)
+                    ex = _exact_interval(n.const_exact, X[0].shape, n.const_radius)
                     if not perturbed:
                         w = ex
                     elif perturbed == SEGMENT:
@@ -514,8 +516,9 @@ def _dyn_form(n: SNode, info, forms, dyn, atoms, X, vals, w: Interval, shape):
         return one, ok, _sane(A, ok)
 
 
-def _exact_interval(x: Fraction, shape) -> Interval:
-    return Interval.of(np.full(shape, down(x)), np.full(shape, up(x)))
+def _exact_interval(x: Fraction, shape, radius: Fraction = Fraction(0)) -> Interval:
+    """The real value of a constant: x, or anywhere within radius of it."""
+    return Interval.of(np.full(shape, down(x - radius)), np.full(shape, up(x + radius)))
 
 
 def _perturb(w: Interval, s: RoundSpec, segment: bool = False) -> Interval:
@@ -936,11 +939,11 @@ def absorbing_clips(prog: ScalarProgram) -> dict[int, tuple[float, float]]:
                 break
             # the min sees the rounded constant in the computed program, the exact one in
             # the ideal: clip at the farther of the two
-            exact = c.const_exact
+            exact, r = c.const_exact, c.const_radius
             if m.op == Op.MIN:
-                caps[m.op].append(c.const if exact is None else max(c.const, up(exact)))
+                caps[m.op].append(c.const if exact is None else max(c.const, up(exact + r)))
             else:
-                caps[m.op].append(c.const if exact is None else min(c.const, down(exact)))
+                caps[m.op].append(c.const if exact is None else min(c.const, down(exact - r)))
         if not ok or (caps[Op.MIN] and caps[Op.MAX]) or not (caps[Op.MIN] or caps[Op.MAX]):
             continue
         clips[i] = (-INF, max(caps[Op.MIN])) if caps[Op.MIN] else (min(caps[Op.MAX]), INF)

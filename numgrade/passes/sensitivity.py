@@ -209,9 +209,9 @@ def param_interval(p: N.Parameter) -> Interval:
 
 def const_interval(v: Value) -> Interval:
     vals = v.attrs[0]
-    exact = v.attrs[1] if len(v.attrs) > 1 else None
-    if exact is not None:
-        return _iv(min(exact), max(exact))
+    enc = N.const_enclosures(v)
+    if enc is not None:
+        return _iv(min(lo for lo, _ in enc), max(hi for _, hi in enc))
     arr = np.asarray(vals, dtype=np.float64)
     if arr.size == 0 or not np.all(np.isfinite(arr)):
         return Interval.entire()
