@@ -798,3 +798,21 @@ def test_boundary_zero_copy_torch_and_numpy(backend):
     for a_, b_ in zip(q.compile("tvm", exact=True)(xq.numpy()), q(xq.numpy())):
         assert a_.dtype == b_.dtype and np.shape(a_) == np.shape(b_)
         assert bit_equal(np.asarray(a_, np.float64), np.asarray(b_, np.float64))
+
+
+def test_cpu_thread_pool_uses_every_cpu_without_spinning(monkeypatch):
+    """TVM would run parallel loops on half the CPUs (it assumes hyper-threads: one thread on a
+    2-CPU machine) and spin its idle workers against torch's; the launcher configures the pool
+    from the CPUs this process may use, and leaves a user's own settings alone."""
+    import os
+
+    from numgrade.backends import tvm_backend as TB
+    for key in ("TVM_NUM_THREADS", *TB.POOL_DEFAULTS):
+        monkeypatch.delenv(key, raising=False)
+    cfg = TB.configure_cpu_threads()
+    assert cfg == {"TVM_NUM_THREADS": str(len(os.sched_getaffinity(0))),
+                   "TVM_THREAD_POOL_SPIN_COUNT": "0", "TVM_BIND_THREADS": "0"}
+    monkeypatch.setenv("TVM_NUM_THREADS", "3")
+    monkeypatch.setenv("TVM_THREAD_POOL_SPIN_COUNT", "1000")
+    assert TB.configure_cpu_threads()["TVM_NUM_THREADS"] == "3"
+    assert os.environ["TVM_THREAD_POOL_SPIN_COUNT"] == "1000"

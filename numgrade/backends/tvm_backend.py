@@ -68,6 +68,7 @@ without it):
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -942,10 +943,27 @@ def _to_i64(value: int) -> int:
     return wrap_int(int(value), "i64")
 
 
+# TVM's CPU thread pool, unless the user configured it: TVM counts half the CPUs on x86 (it
+# assumes hyper-threads), so a 2-CPU machine ran every parallel loop on one thread; its idle
+# workers spin (300000 rounds) after each launch, taking the CPUs from torch's threads in the
+# same process; and it pins threads to cores. Read when the pool starts (the first launch).
+POOL_DEFAULTS = {"TVM_THREAD_POOL_SPIN_COUNT": "0", "TVM_BIND_THREADS": "0"}
+
+
+def configure_cpu_threads() -> dict[str, str]:
+    """One pool worker per CPU this process may run on, no spinning, no pinning (each only
+    where the environment does not say otherwise); returns the settings in force."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for key, value in {"TVM_NUM_THREADS": str(cpus or 1), **POOL_DEFAULTS}.items():
+        os.environ.setdefault(key, value)
+    return {k: os.environ[k] for k in ("TVM_NUM_THREADS", *POOL_DEFAULTS)}
+
+
 class _Launcher:
     """Runs the compiled kernels in order on numpy buffers (zero-copy when 64-byte aligned)."""
 
     def __init__(self, program: KernelProgram, lib: Any):
+        configure_cpu_threads()
         self.program = program
         self.lib = lib
         self.calls = []
