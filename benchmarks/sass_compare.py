@@ -65,6 +65,9 @@ What is counted (per kernel; "per recipe" sums the kernels of the recipe):
 * ``regs``/``spill``: ptxas -v registers and spill stores + loads in bytes (plus stack frame).
 * ``LDG128``: whether the global loads of the hot region are 128-bit or wider (``LDG.E.128``;
   sm_100's 256-bit ``LDG.E.ENL2.256`` counts too): yes / partly / no (with the widths seen).
+  A load whose address every thread shares (a register pair set straight from a kernel
+  parameter: one scalar per program, e.g. the global scale) is not a data load and is left
+  out; the JSON lists those as ``uniform_ldg_bits``.
 
 The table lists each side's kernels on their own rows under the recipe (with their program
 counts; the sides have different kernel counts), then the recipe's totals.  Its
@@ -237,6 +240,37 @@ def ldg_bits(op: str) -> int:
         return int(m.group(1))
     m = re.search(r"\.(U8|S8|U16|S16)", op)
     return int(m.group(1)[1:]) if m else 32
+
+
+_ADDR = re.compile(r"\[(R\d+)(?:\.64)?")
+_UNIFORM_SRC = re.compile(r"^(c\[0x0\]\[0x[0-9a-f]+\]|UR\d+|RZ|-?0x[0-9a-f]+|-?\d+)$")
+
+
+def uniform_loads(ins: list[dict]) -> set[int]:
+    """Addresses of LDGs whose address is the same for every thread: a register pair last set
+    (in program order) straight from a kernel parameter (``LDC.64 R, c[0x0][..]``) or from
+    uniform registers. Such a load reads one scalar per program (a global scale, an amax), not
+    the data, and says nothing about how the data streams."""
+    out, last = set(), {}
+    for r in ins:
+        if r["op"].startswith("LDG") and len(r["opnds"]) > 1:
+            m = _ADDR.search(r["opnds"][1])
+            if m:
+                k = int(m.group(1)[1:])
+                w = [last.get(f"R{k}"), last.get(f"R{k + 1}")]
+                if all(x is not None and x["guard"] is None and (
+                        x["op"].startswith("LDC") or x["op"] in ("MOV", "IMAD.MOV.U32"))
+                        and all(_UNIFORM_SRC.match(o) for o in x["opnds"][1:]) for x in w):
+                    out.add(r["addr"])
+        if r["opnds"]:
+            d = r["opnds"][0]
+            m = re.match(r"^R(\d+)$", d.split(".")[0]) if not d.startswith("P") else None
+            if m:
+                n = int(m.group(1))
+                last[f"R{n}"] = r
+                if ".64" in r["op"] or d.endswith(".64"):
+                    last[f"R{n + 1}"] = r
+    return out
 
 
 def _operands(body: str) -> tuple[str, list[str]]:
@@ -601,8 +635,11 @@ def analyse(sass: str, log: str, kernel_file: str, fn: str, env: dict, threads: 
     hot = [r for r in ins if any(lp["lo"] <= r["addr"] <= lp["hi"] for lp in outer)] \
         if outer else [r for r in ins if not r["cold"]]
     dyn = sum(r["w"] for r in ins)
-    ldg = sorted({ldg_bits(r["op"]) for r in hot if r["op"].startswith("LDG")})
-    ldg_all = sorted({ldg_bits(r["op"]) for r in ins if r["op"].startswith("LDG")})
+    scalar = uniform_loads(ins)
+    ldg = sorted({ldg_bits(r["op"]) for r in hot
+                  if r["op"].startswith("LDG") and r["addr"] not in scalar})
+    ldg_all = sorted({ldg_bits(r["op"]) for r in ins
+                      if r["op"].startswith("LDG") and r["addr"] not in scalar})
     wide = [b >= 128 for b in (ldg or ldg_all)]
     regs = re.search(r"Used (\d+) registers", log)
     sp = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads",
@@ -632,6 +669,7 @@ def analyse(sass: str, log: str, kernel_file: str, fn: str, env: dict, threads: 
         "stack": int(sp.group(1)) if sp else None,
         "spill": int(sp.group(2)) + int(sp.group(3)) if sp else None,
         "ldg_bits": ldg or ldg_all,
+        "uniform_ldg_bits": sorted({ldg_bits(r["op"]) for r in ins if r["addr"] in scalar}),
         "ldg128": ("yes" if all(wide) else "partly" if any(wide) else "no") if wide else "n/a",
         "threads": threads,
         "elems_per_program": elems_per_prog,

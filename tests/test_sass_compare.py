@@ -85,6 +85,22 @@ def test_sass_trips_counter():
     assert sc.sass_trips(ins, 0x20, ins[-1]) is None
 
 
+def test_uniform_scalar_loads_are_not_data_loads():
+    # NVFP4's quantise kernel (numgrade's and the expert's) reads the global scale once per
+    # program from a kernel parameter; the data comes through 128-bit loads
+    ins = [_ins(0x10, "LDC.64 R28, c[0x0][0x228]"),
+           _ins(0x20, "S2R R0, SR_TID.X"),
+           _ins(0x30, "LEA R26, P0, R0, UR4, 0x4"),
+           _ins(0x40, "LEA.HI.X R27, R0, UR5, RZ, 0x4, P0"),
+           _ins(0x50, "LDG.E R3, desc[UR6][R28.64]"),
+           _ins(0x60, "LDG.E.128 R16, desc[UR6][R26.64]"),
+           _ins(0x70, "LDG.E R4, desc[UR6][R26.64+0x10]"),          # per-thread: a data load
+           _ins(0x80, "IMAD.MOV.U32 R8, RZ, RZ, c[0x0][0x210]"),
+           _ins(0x90, "IMAD.MOV.U32 R9, RZ, RZ, R0"),              # thread-dependent half
+           _ins(0xa0, "LDG.E R5, desc[UR6][R8.64]")]
+    assert sc.uniform_loads(ins) == {0x50}
+
+
 # ---- compiled kernels (Triton -> PTX -> ptxas) ---------------------------------------------
 def _have_tools() -> bool:
     # find_spec, not import: importing triton before numgrade sets TRITON_INTERPRET (at
