@@ -263,13 +263,16 @@ class Function:
         return apply_storage(cache[exact], self.ir, opts)
 
     def compile(self, backend: str = "reference", packed_e2m1: bool = False,
-                scale_layout: str = "rowmajor", exact: bool = False) -> "CompiledFunction":
+                scale_layout: str = "rowmajor", exact: bool = False,
+                tune: bool = False) -> "CompiledFunction":
         """Bind to a backend; ``packed_e2m1`` / ``scale_layout`` are storage options of the
         kernel backends (kernels/packing.py): such results come back as uint8 bytes.
 
         ``exact=False`` (the default) is the fast contract: the kernel may sum in any order and
         use the target's math library, and its results lie within ``analyze(target=...)``'s
-        bound; ``exact=True`` gives results bit-identical to the reference backend."""
+        bound; ``exact=True`` gives results bit-identical to the reference backend.
+        ``tune=True`` (tvm, fast contract) times the schedule's variants on the sizes of the
+        first call and keeps the fastest, remembered on disk (backends/autotune.py)."""
         from .backends.registry import get_backend
         from .kernels.packing import StorageOptions
 
@@ -282,7 +285,11 @@ class Function:
             ok, why = be.available()
             if not ok:
                 raise GradeError(f"backend '{backend}' cannot run here: {why}")
-        cf = CompiledFunction(self, backend, opts, exact)
+        if tune and (backend != "tvm" or exact):
+            raise GradeError("tune=True is an option of the tvm backend's fast contract (the "
+                             "exact contract has one schedule; GPU autotuning needs a device "
+                             "to time on)")
+        cf = CompiledFunction(self, backend, opts, exact, tune)
         if not opts.is_default:  # an unpackable layout is reported now, not at the first call
             cf._program = self.kernels(opts.packed_e2m1, opts.scale_layout, exact)
         return cf
@@ -317,11 +324,13 @@ class Function:
 class CompiledFunction:
     """A function bound to a backend; call it like the function."""
 
-    def __init__(self, fn: Function, backend: str, storage=None, exact: bool = False):
+    def __init__(self, fn: Function, backend: str, storage=None, exact: bool = False,
+                 tune: bool = False):
         self.fn = fn
         self.backend = backend
         self.storage = storage  # kernels.packing.StorageOptions, None for the defaults
         self.exact = exact      # the execution contract (SPEC section 3)
+        self.tune = tune        # time the schedule's variants (backends/autotune.py)
         self._launcher = None
         self._program = None
 
@@ -349,6 +358,12 @@ class CompiledFunction:
                     for i, (o, v) in enumerate(zip(outs, ir.results)))
         return res if ir.result_is_tuple else res[0]
 
+    @property
+    def schedule(self) -> dict[str, dict]:
+        """With ``tune``: per set of sizes called so far, the chosen knobs and the measured
+        seconds of each variant; else empty."""
+        return dict(getattr(self._launcher, "records", {}))
+
     def _run_kernels(self, arrays, seed):
         from .backends.registry import get_backend
         from .kernels.runtime import run_program
@@ -359,7 +374,8 @@ class CompiledFunction:
                 if opts else self.fn.kernels(exact=self.exact)
         program = self._program
         if self._launcher is None:
-            self._launcher = get_backend(self.backend).build(program)
+            be = get_backend(self.backend)
+            self._launcher = be.build(program, tune=True) if self.tune else be.build(program)
         return run_program(program, self._launcher, self.fn.ir, arrays, seed, native=True)
 
 

@@ -92,6 +92,15 @@ CUDA_BLOCK = 128  # threads per block
 # chunks a kernel without a grid splits a top-level one into, run in parallel
 LANES = {"f32": 32, "i32": 32, "u32": 32, "f64": 16, "i64": 16, "u64": 16}
 CHUNKS = 64
+# the schedule's knobs (kernels/autotune.py tries these): lanes for 32-bit elements (64-bit ones
+# get half), and the chunks of a grid-less whole-tensor reduction
+DEFAULT_KNOBS = {"lanes": LANES["f32"], "chunks": CHUNKS}
+TUNE_SPACE = {"lanes": (16, 32, 64), "chunks": (16, 64, 256)}
+
+
+def _lanes(dtype: str, knobs: Mapping[str, int]) -> int:
+    """Interleaved folds for one element type: ``knobs['lanes']`` for 32 bits, half for 64."""
+    return max(knobs["lanes"] * LANES.get(dtype, 16) // LANES["f32"], 1)
 # pairwise reductions: whole aligned blocks of this many elements are summed as a tree apart
 BLOCK = 16
 # the script parser range-checks float literals against float32 whatever their type: larger
@@ -189,7 +198,9 @@ class _Scope:
 class _KernelPrinter:
     """Prints one :class:`Kernel` as a ``T.prim_func`` for ``target`` (``llvm`` or ``cuda``)."""
 
-    def __init__(self, kernel: Kernel, storage: dict[str, str], target: str):
+    def __init__(self, kernel: Kernel, storage: dict[str, str], target: str,
+                 knobs: Mapping[str, int] = DEFAULT_KNOBS):
+        self.knobs = knobs
         self.k = kernel
         self.storage = storage
         self.target = target
@@ -600,10 +611,11 @@ class _KernelPrinter:
         self.emit(inner + "    ", f"{res}[0] = {y}")
 
     def fold_lanes(self, r: Reduce, indent: str, start: str, stop: str, res: str) -> None:
-        """Order ``any``: ``LANES`` interleaved partial folds (lane ``l`` takes the elements
-        ``l, l + LANES, ...`` of the whole blocks), which LLVM keeps in vector registers, then
-        the lanes combined as a tree and the leftover elements folded in."""
-        w = LANES.get(r.dtype, 16)
+        """Order ``any``: ``w`` interleaved partial folds (lane ``l`` takes the elements
+        ``l, l + w, ...`` of the whole blocks; ``w`` from the ``lanes`` knob), which LLVM keeps
+        in vector registers, then the lanes combined as a tree and the leftover elements
+        folded in."""
+        w = _lanes(r.dtype, self.knobs)
         dt = _tdt(r.dtype)
         zero = "T.int64(0)"
         n, nb, lane, tail = (self.fresh(h) for h in ("n", "nb", "lane", "tail"))
@@ -640,9 +652,11 @@ class _KernelPrinter:
         self.emit(inner2, f"{res}[0] = {tail}[0]")
 
     def fold_chunks(self, r: Reduce, indent: str, ext: str, res: str) -> None:
-        """Order ``any`` at the top of a kernel without a grid: ``CHUNKS`` contiguous chunks
-        folded in parallel (each by :meth:`fold_lanes`), then the chunks' results in order."""
+        """Order ``any`` at the top of a kernel without a grid: ``chunks`` (a knob) contiguous
+        chunks folded in parallel (each by :meth:`fold_lanes`), then the chunks' results in
+        order."""
         dt = _tdt(r.dtype)
+        CHUNKS = self.knobs["chunks"]  # noqa: N806 - the knob's value in this kernel
         part, c, got = self.fresh("part"), self.fresh("c"), self.fresh("got")
         lo, hi, pres = self.fresh("lo"), self.fresh("hi"), self.fresh("res")
         inner, inner2 = indent + "    ", indent + "        "
@@ -854,8 +868,13 @@ def simplify_indices(kernel: Kernel, dims: Mapping | None = None) -> Kernel:
                   kernel.scalars, kernel.note)
 
 
-def program_script(program: KernelProgram, target: str = "llvm") -> str:
-    """The TVMScript module (one ``T.prim_func`` per kernel) for ``target`` (llvm or cuda)."""
+def program_script(program: KernelProgram, target: str = "llvm",
+                   knobs: Mapping[str, int] | None = None) -> str:
+    """The TVMScript module (one ``T.prim_func`` per kernel) for ``target`` (llvm or cuda),
+    with the schedule's ``knobs`` (DEFAULT_KNOBS where not given)."""
+    knobs = {**DEFAULT_KNOBS, **(knobs or {})}
+    if set(knobs) - set(DEFAULT_KNOBS) or any(int(v) < 1 for v in knobs.values()):
+        raise ValueError(f"bad schedule knobs {knobs!r}")
     if target not in ("llvm", "cuda"):
         raise ValueError(f"unknown TVM target {target!r}")
     storage = {}
@@ -873,7 +892,8 @@ def program_script(program: KernelProgram, target: str = "llvm") -> str:
         seen.add(k.name)
         if target == "llvm":   # one CPU thread runs a row in program order
             k = expand_exp_f32(stash_reduced_values(program, k))
-        lines += _KernelPrinter(simplify_indices(k, program.dims), storage, target).print()
+        lines += _KernelPrinter(simplify_indices(k, program.dims), storage, target,
+                                knobs).print()
     if not program.kernels:
         lines.append("    pass")
     return "\n".join(lines) + "\n"
@@ -1017,8 +1037,9 @@ class TVMBackend:
     def emit(self, program: KernelProgram) -> str:
         return program_script(program, "llvm")
 
-    def _lib(self, program: KernelProgram, target: str) -> Any:
-        script = program_script(program, target)
+    def _lib(self, program: KernelProgram, target: str,
+             knobs: Mapping[str, int] | None = None) -> Any:
+        script = program_script(program, target, knobs)
         key = (script, target)
         with self._lock:
             lib = self._cache.get(key)
@@ -1026,10 +1047,21 @@ class TVMBackend:
                 lib = self._cache[key] = compile_script(script, target)
         return lib
 
-    def build(self, program: KernelProgram, target: str = "llvm") -> _Launcher:
+    def build(self, program: KernelProgram, target: str = "llvm", tune: bool = False) -> Any:
+        """A launcher; with ``tune``, one that times the schedule's knobs (TUNE_SPACE) on the
+        sizes of its first call and keeps the fastest (backends/autotune.py)."""
         if target != "llvm":
             raise ValueError("only the llvm target runs here; use emit_cuda for CUDA source")
-        return _Launcher(program, self._lib(program, target))
+        if not tune:
+            return _Launcher(program, self._lib(program, target))
+        from .autotune import TunedLauncher, Variant
+        grid = [dict(DEFAULT_KNOBS)] + [
+            {"lanes": la, "chunks": ch} for la in TUNE_SPACE["lanes"]
+            for ch in TUNE_SPACE["chunks"] if {"lanes": la, "chunks": ch} != DEFAULT_KNOBS]
+        variants = [Variant(k, program_script(program, target, k),
+                            lambda k=k: _Launcher(program, self._lib(program, target, k)))
+                    for k in grid]
+        return TunedLauncher(variants, target=str(_target(target)))
 
     def emit_cuda(self, program: KernelProgram) -> str:
         """TVM's CUDA C source for the program (sm_90a); no GPU or nvcc needed."""
