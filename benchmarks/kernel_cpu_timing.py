@@ -2,7 +2,7 @@
 torch.compile, on the same recipes.
 
     python benchmarks/kernel_cpu_timing.py [--rows 4096] [--cols 4096] [--reps 7]
-                                           [--no-compile] [--only softmax,nvfp4]
+                                           [--no-compile] [--only softmax,nvfp4] [--tune]
 
 Each program runs on one f32 [rows, cols] input (standard normal; the norms' weight and bias
 [cols]). Every time is end to end from the caller's side, torch tensor in and torch tensors out
@@ -20,6 +20,10 @@ to reorder); ``exact = ref`` says the exact contract is bit-identical to the ref
 interpreter on a small input (``--check-rows`` x ``--check-cols``); ``torch vs exact`` is the
 largest absolute difference between the torch recipe and numgrade exact (a check that the peer
 computes the same thing).
+
+``--tune`` adds numgrade fast with ``compile("tvm", tune=True)`` as one more peer: it tunes in
+its warm-up call (on the full input, into a fresh cache folder), and the chosen knobs are
+printed.
 """
 
 from __future__ import annotations
@@ -202,7 +206,12 @@ def main() -> None:
     ap.add_argument("--check-cols", type=int, default=256)
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--only", default="", help="comma-separated labels or programs")
+    ap.add_argument("--tune", action="store_true", help="also time compile('tvm', tune=True)")
     a = ap.parse_args()
+    if a.tune:
+        import os
+        import tempfile
+        os.environ["NUMGRADE_CACHE"] = tempfile.mkdtemp(prefix="numgrade-tune-")
 
     recipes = _torch_recipes()
     cases = [c for c in CASES if not a.only or any(o.strip().lower() in
@@ -225,7 +234,14 @@ def main() -> None:
         peers: dict[str, Callable] = {"fast": lambda: fast(*args),
                                       "exact": lambda: exact(*args),
                                       "eager": lambda: eager(*args)}
-        outs = {k: fn() for k, fn in peers.items()}  # warm-up (and the builds)
+        if a.tune:
+            tuned = f.compile("tvm", tune=True)
+            peers["tuned"] = lambda: tuned(*args)
+        outs = {k: fn() for k, fn in peers.items()}  # warm-up (and the builds, the tuning)
+        if a.tune:
+            for rec in tuned.schedule.values():
+                ms = ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in rec["seconds"].items())
+                print(f"# {label}: tuned {rec['choice']} ({ms or 'one variant'})")
         compiled_why = compile_note
         if not a.no_compile:
             try:
@@ -247,13 +263,16 @@ def main() -> None:
             print(f"# {label}: {compiled_why}")
     if compile_note:
         print(f"# {compile_note}")
+    tcol = " numgrade tuned (s) | tuned / eager |" if a.tune else ""
     print("| program | numgrade fast (s) | numgrade exact (s) | torch eager (s) | "
-          "torch.compile (s) | fast / eager | fast vs exact | exact = ref | torch vs exact |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"torch.compile (s) | fast / eager |{tcol} fast vs exact | exact = ref | "
+          "torch vs exact |")
+    print("|---|---|---|---|---|---|" + ("---|---|" if a.tune else "") + "---|---|---|")
     for label, med, d_fast, exact_ok, d_torch, _ in rows:
         comp = f"{med['compile']:.4f}" if "compile" in med else "-"
+        tv = f" {med['tuned']:.4f} | {med['tuned'] / med['eager']:.2f}x |" if a.tune else ""
         print(f"| {label} | {med['fast']:.4f} | {med['exact']:.4f} | {med['eager']:.4f} | "
-              f"{comp} | {med['fast'] / med['eager']:.2f}x | {d_fast:.3g} | {exact_ok} | "
+              f"{comp} | {med['fast'] / med['eager']:.2f}x |{tv} {d_fast:.3g} | {exact_ok} | "
               f"{d_torch:.3g} |")
 
 

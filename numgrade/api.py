@@ -504,7 +504,8 @@ def _native_result(x: np.ndarray, fmt: Format, family: str):
     name = _TORCH_DTYPES.get(fmt.name)
     x = np.ascontiguousarray(x).reshape(x.shape)  # (ascontiguousarray makes 0-d 1-d)
     if name is None or not hasattr(torch, name):
-        return torch.from_numpy(x.astype(np.float32))
+        from .kernels.runtime import widen_to_f32
+        return torch.from_numpy(widen_to_f32(x))
     want = getattr(torch, name)
     if x.dtype.kind in "fiub" and x.dtype.type.__module__ == "numpy":  # torch knows the dtype
         return torch.from_numpy(x).to(want)

@@ -279,3 +279,22 @@ def test_calls_to_random_functions_use_the_callees_seed(backend, tmp_path_factor
         assert all(bit_equal(w, g) for w, g in zip(want, got)), seed
         inexact = got[0] != x  # the streams differ: so do the roundings
         assert (got[0] != got[1])[inexact].mean() > 0.2 and (got[0] != got[2]).mean() > 0.1
+
+
+@pytest.mark.parametrize("fmt", ["e2m1", "e8m0"])
+def test_widening_one_byte_codes_to_f32_matches_the_elementwise_cast(fmt):
+    """torch has no e2m1/e8m0 dtype, so such results come back as float32 holding the values;
+    the widening goes two codes at a time through a table (kernels/runtime.widen_to_f32):
+    checked on every pair of codes, odd sizes and a strided view."""
+    import ml_dtypes
+
+    from numgrade.kernels.runtime import widen_to_f32
+    dt = {"e2m1": ml_dtypes.float4_e2m1fn, "e8m0": ml_dtypes.float8_e8m0fnu}[fmt]
+    pairs = np.arange(65536, dtype=np.uint16).view(np.uint8)   # every (low, high) pair
+    if fmt == "e2m1":
+        pairs = pairs & 15
+    for x in (pairs.view(dt), pairs[:7].view(dt), pairs.view(dt).reshape(256, 512)[:, ::3]):
+        got = widen_to_f32(x)
+        want = x.astype(np.float32)
+        assert got.dtype == np.float32 and got.shape == x.shape
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))

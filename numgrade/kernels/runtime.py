@@ -15,6 +15,7 @@ decoding) rather than as float64. Every value and bit is what the float64 path g
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -75,6 +76,26 @@ def native_output(raw: np.ndarray, fmt_name: str, shape: tuple[int, ...]) -> np.
             return (raw != 0).reshape(shape)
         return raw.view(want).reshape(shape)
     return decode_array(raw, fmt_name, shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _pair_table(dtype: np.dtype) -> np.ndarray:
+    """For a one-byte dtype: the float32 bit patterns of every pair of codes, indexed by the
+    pair read as one little-endian uint16 (first code in the low byte)."""
+    one = np.arange(256, dtype=np.uint8).view(dtype).astype(np.float32)
+    bits = one.view(np.uint32).astype(np.uint64)
+    i = np.arange(65536, dtype=np.uint32)
+    return bits[i & 0xFF] | (bits[i >> 8] << np.uint64(32))
+
+
+def widen_to_f32(x: np.ndarray) -> np.ndarray:
+    """x (a one-byte float format such as e2m1 or e8m0, as ml_dtypes stores it) as float32
+    holding the same values: two codes at a time through a 65536-entry table, five times as
+    fast as ml_dtypes' elementwise cast on a 16M-element NVFP4 result; other arrays cast."""
+    if x.dtype.itemsize != 1 or x.dtype.kind != "V" or x.size % 2:   # ml_dtypes: kind V
+        return x.astype(np.float32)
+    flat = np.ascontiguousarray(x).view(np.uint8).reshape(-1)
+    return _pair_table(x.dtype)[flat.view(np.uint16)].view(np.float32).reshape(x.shape)
 
 
 def run_program(program: KernelProgram, launcher, fn, arrays: Sequence[np.ndarray],
