@@ -11,6 +11,7 @@ violations) to stdout, followed by every violation with a reproducer.
     python benchmarks/soundness.py --samples-per-program 2000 --tensor-samples 100
     python benchmarks/soundness.py --time-limit 600 --state /tmp/sound.pkl   # resumable
     python benchmarks/soundness.py --write                  # also append to BENCHMARKS.md
+    python benchmarks/soundness.py --no-fpbench --usefulness   # bound / worst per output
 
 Bounded by --samples-per-program (scalar programs, batch-evaluated), --tensor-samples (programs
 with tensors or random numbers, one call per sample), --per-program-time and --time-limit.
@@ -139,6 +140,42 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def _looseness(bound, worst) -> float | None:
+    """bound / worst measured (inf where the worst measured is 0 under a positive bound)."""
+    if bound is None or worst is None or not math.isfinite(bound):
+        return None
+    if worst == 0:
+        return 1.0 if bound == 0 else math.inf
+    return bound / worst
+
+
+def usefulness_table(checks) -> str:
+    """Issue 12's measure: for every output with a finite bound, how many times the worst
+    error found the bound is (abs and rel; the tighter of the two decides), loosest first."""
+    rows = []
+    for c in checks:
+        la = _looseness(c.abs_bound, c.max_abs if c.samples else None)
+        lr = _looseness(c.rel_bound, c.max_rel)
+        both = [x for x in (la, lr) if x is not None]
+        if both:
+            rows.append((min(both), c, la, lr))
+    rows.sort(key=lambda r: -r[0])
+
+    def f(x):
+        return "-" if x is None else "inf" if math.isinf(x) else f"{x:.3g}"
+    out = ["| program | function | out | abs bound | worst abs | bound / worst (abs) | "
+           "rel bound | worst rel | bound / worst (rel) | within 10x |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for best, c, la, lr in rows:
+        out.append(f"| {c.program} | {c.function} | {c.output} | {f(c.abs_bound)} | "
+                   f"{f(c.max_abs)} | {f(la)} | {f(c.rel_bound)} | {f(c.max_rel)} | {f(lr)} | "
+                   f"{'yes' if best <= 10 else 'no'} |")
+    n10 = sum(1 for r in rows if r[0] <= 10)
+    out += ["", f"{n10} of {len(rows)} outputs with a finite bound are within 10x of the worst "
+                "error found; outputs without a finite bound are not listed."]
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples-per-program", type=int, default=12500,
@@ -159,6 +196,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fpbench-dir", default=str(REPO.parent / "shared" / "fpbench"))
     ap.add_argument("--state", default=None, help="pickle of finished chunks (resumable runs)")
     ap.add_argument("--write", action="store_true", help="append the table to BENCHMARKS.md")
+    ap.add_argument("--usefulness", action="store_true",
+                    help="also print bound / worst measured per output, loosest first")
     ap.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     args = ap.parse_args(argv)
 
@@ -282,6 +321,8 @@ def main(argv=None) -> int:
              f"{total_samples} samples in all, {elapsed:.0f} s; worst ratio "
              f"{max(ratios) if ratios else float('nan'):.4g}; violations: {nviol}"
              + (" (run stopped by --time-limit)" if stopped or len(done) < len(jobs) else "")]
+    if args.usefulness:
+        lines += ["", usefulness_table(checked)]
     if errors:
         lines += ["", "Errors:"] + [f"- {e}" for e in errors]
     bad = [c for c in rows if c.n_violations]
