@@ -175,3 +175,31 @@ def test_work_budget_decides_the_search():
     assert small.iterations < SE.analyse(prog, 0, work=600_000).iterations
     assert _scalar_key(small) == _scalar_key(SE.analyse(prog, 0, work=200_000))
     assert math.isfinite(small.abs_error) and small.abs_error >= small.lower_estimate
+
+
+def test_emitted_kernels_are_the_same_in_every_process():
+    """Kernel source is a cache key (compile cache, autotuning choices): it must not depend on
+    the process. Fusion once appended stores in the iteration order of a set of values, which
+    follows object identity, so causal_attention's kernels changed from run to run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import hashlib, numgrade as ng\n"
+            "from numgrade.backends.registry import get_backend\n"
+            "h = hashlib.sha256()\n"
+            "for lib, fn in (('attention', 'causal_attention'), ('attention', 'attention'),\n"
+            "                ('layernorm', 'layernorm'), ('nvfp4', 'quantize')):\n"
+            "    p = ng.load_stdlib(lib)[fn].kernels(exact=False)\n"
+            "    for be in ('tvm', 'cuda', 'triton'):\n"
+            "        h.update(get_backend(be).emit(p).encode())\n"
+            "print(h.hexdigest())\n")
+    root = Path(__file__).resolve().parents[1]
+    outs = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        r = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.add(r.stdout.strip())
+    assert len(outs) == 1

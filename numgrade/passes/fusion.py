@@ -263,7 +263,9 @@ def plan_fusion(fn: N.Function) -> FusionPlan:
             reads[g.index] |= {d for d in front.get(o, ()) if d.op == Op.PARAM}
     materialized = sorted({d for s in reads.values() for d in s if d.op in HEAVY},
                           key=order.index)
-    for h in set(materialized) | {o for o in outputs if o.op in HEAVY}:
+    # in program order: a set of values iterates by identity, which differs run to run, and
+    # the store order is part of the emitted kernels (and of every cache key made from them)
+    for h in sorted(set(materialized) | {o for o in outputs if o.op in HEAVY}, key=order.index):
         g = groups[owner[h]]
         if all(h is not s for s, _ in g.stores):
             lay = None if g.kind == "rowwise" else g.layouts[0]
