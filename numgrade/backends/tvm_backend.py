@@ -78,7 +78,7 @@ import numpy as np
 from ..kernels.ir import (DTYPE_BITS, FLOAT_DTYPES, MATH_OPS, Assign, Decl, Kernel,
                          KernelProgram, KExpr, Let, Loop, Reduce, Stmt, Store, walk_exprs)
 from ..kernels.ir import IDENT_RE as _IDENT
-from ..kernels.ir import float_bits, var_names, wrap_int
+from ..kernels.ir import expr_nodes, float_bits, var_names, wrap_int
 from ..kernels.math_f32 import expand_exp_f32
 from ..kernels.schedule import fold_indices, stash_reduced_values
 from .base import NUMPY_DTYPES
@@ -419,16 +419,9 @@ class _KernelPrinter:
     def count_uses(self, *roots: KExpr) -> None:
         """How often each node is an argument within the statement's expressions."""
         self.uses = {}
-        seen: set[KExpr] = set()
-        stack = list(roots)
-        while stack:
-            e = stack.pop()
-            if e in seen:
-                continue
-            seen.add(e)
+        for e in expr_nodes(roots):
             for a in e.args:
                 self.uses[a] = self.uses.get(a, 0) + 1
-                stack.append(a)
 
     def expr(self, e: KExpr, indent: str) -> str:
         """Print ``e`` as the right-hand side of one statement (shared parts stored before)."""
