@@ -76,3 +76,27 @@ def test_tune_is_an_option_of_the_tvm_fast_contract():
         f.compile("tvm", exact=True, tune=True)
     with pytest.raises(GradeError, match="tune=True"):
         f.compile("kernel-interp", tune=True)
+
+
+def test_a_variant_that_fails_is_left_out(tmp_path):
+    """A schedule that cannot build or run is recorded and skipped; the default must work."""
+    calls = []
+
+    def good(tag):
+        return lambda: (lambda buffers, scalars: calls.append(tag))
+
+    def broken():
+        raise RuntimeError("no such schedule")
+
+    tuner = TunedLauncher([Variant({"lanes": 32}, "a", good("a")),
+                           Variant({"lanes": 64}, "b", broken)],
+                          target="test", reps=1, cache_dir=tmp_path)
+    tuner({}, {"n": 4})
+    (rec,) = tuner.records.values()
+    assert rec["choice"] == "lanes=32" and "lanes=64" in rec["failed"]
+    assert calls and set(calls) == {"a"}
+    bad_default = TunedLauncher([Variant({"lanes": 32}, "a", broken),
+                                 Variant({"lanes": 64}, "b", good("b"))],
+                                target="test", reps=1, cache_dir=tmp_path)
+    with pytest.raises(RuntimeError):
+        bad_default({}, {"n": 4})

@@ -107,12 +107,20 @@ class TunedLauncher:
             if len(self.variants) == 1:
                 rec = {"choice": self.variants[0].label, "seconds": {}, "reps": 0}
             else:
-                secs = {v.label: self._time(i, buffers, scalars)
-                        for i, v in enumerate(self.variants)}
-                best = min(range(len(self.variants)),
+                secs, failed = {}, {}
+                for i, v in enumerate(self.variants):
+                    try:
+                        secs[v.label] = self._time(i, buffers, scalars)
+                    except Exception as ex:  # noqa: BLE001 - a variant that cannot build or
+                        if i == 0:           # run is left out; the default must work
+                            raise
+                        failed[v.label] = f"{type(ex).__name__}: {str(ex)[:200]}"
+                best = min((i for i, v in enumerate(self.variants) if v.label in secs),
                            key=lambda i: (secs[self.variants[i].label], i))
                 rec = {"choice": self.variants[best].label, "seconds": secs,
                        "reps": self.reps, "target": self.target, "sizes": sizes}
+                if failed:
+                    rec["failed"] = failed
                 self.measured += 1
                 _write_json(path, rec)
         self.records[sizes] = rec
