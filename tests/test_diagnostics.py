@@ -798,3 +798,30 @@ def test_embedding_mistakes_are_grade_errors():
     assert d.span.file.endswith("test_diagnostics.py") and "not supported" in d.message
     with pytest.raises(ng.GradeError, match="cannot read the source"):
         ng.kernel(print)
+
+
+# --- folded functions known to within a radius (constfold.py) ----------------------------------
+@pytest.mark.parametrize("marked, message", [
+    # tanh(100.3) folds to 1 at 256 bits; the real value is 1 - 2^-288
+    (FN + "{ return x * «floor(tanh(100.3)) }", "floor is not decided"),
+    (FN + "{ return where(tanh(100.3) «< 1.0, x, -x) }", "comparison '<' is not decided"),
+    (FN + "{ return x + 1.0 «/ (tanh(100.3) - 1.0) }", "division by a constant that may be zero"),
+    (FN + "{ return x + «sqrt(tanh(100.3) - 1.0) }", "sign of the operand of sqrt is not decided"),
+    (FN + "{ return x + (2.5 «% (tanh(100.3) - 1.0)) }", "modulo by a constant that may be zero"),
+])
+def test_undecided_folds_are_diagnosed(marked, message):
+    expect(marked, message)
+
+
+def test_dividing_by_a_folded_constant_that_may_be_zero_has_no_bound():
+    # x / (tanh(100.3) - 1): the constant is 0 at 256 bits, -2^-288 in the reals; the kernel
+    # divides by 0, so the analysis must not give a finite bound
+    f = ng.compile_source(FN + "{ return x / (tanh(100.3) - 1.0) }").f
+    (out,) = f.analyze().outputs
+    assert out.abs_error is None and out.reason
+
+
+def test_decided_folds_of_functions_still_fold():
+    # 256 bits decide these: no diagnostic, and the results are what the reals give
+    f = ng.compile_source(FN + "{ return where(tanh(100.3) > 0.5, x, -x) * floor(exp(1.0)) }").f
+    assert float(f(np.float32(1.5))) == 3.0
