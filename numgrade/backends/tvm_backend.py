@@ -649,15 +649,15 @@ class _KernelPrinter:
         chunks folded in parallel (each by :meth:`fold_lanes`), then the chunks' results in
         order."""
         dt = _tdt(r.dtype)
-        CHUNKS = self.knobs["chunks"]  # noqa: N806 - the knob's value in this kernel
+        chunks = self.knobs["chunks"]
         part, c, got = self.fresh("part"), self.fresh("c"), self.fresh("got")
         lo, hi, pres = self.fresh("lo"), self.fresh("hi"), self.fresh("res")
         inner, inner2 = indent + "    ", indent + "        "
-        self.emit(indent, f'{part} = T.alloc_buffer(({CHUNKS},), "{dt}", scope="{self.scratch}")')
-        self.emit(indent, f"for {c} in T.parallel(T.int64({CHUNKS})):")
-        self.emit(inner, f"{lo}: T.let[T.int64] = T.truncdiv({c} * {ext}, T.int64({CHUNKS}))")
+        self.emit(indent, f'{part} = T.alloc_buffer(({chunks},), "{dt}", scope="{self.scratch}")')
+        self.emit(indent, f"for {c} in T.parallel(T.int64({chunks})):")
+        self.emit(inner, f"{lo}: T.let[T.int64] = T.truncdiv({c} * {ext}, T.int64({chunks}))")
         self.emit(inner, f"{hi}: T.let[T.int64] = T.truncdiv(({c} + T.int64(1)) * {ext}, "
-                         f"T.int64({CHUNKS}))")
+                         f"T.int64({chunks}))")
         self.emit(inner, f'{pres} = T.alloc_buffer((1,), "{dt}", scope="{self.scratch}")')
         self.emit(inner, f"{pres}[0] = {res}[0]")
         self.fold_lanes(r, inner, lo, hi, pres)
@@ -665,9 +665,9 @@ class _KernelPrinter:
         c2 = self.fresh("c")
         self.emit(indent, f'{got} = T.alloc_buffer((1,), "int64", scope="{self.scratch}")')
         self.emit(indent, f"{got}[0] = T.int64(0)")
-        self.emit(indent, f"for {c2} in T.serial(T.int64({CHUNKS})):")
-        self.emit(inner, f"if T.truncdiv(({c2} + T.int64(1)) * {ext}, T.int64({CHUNKS})) > "
-                         f"T.truncdiv({c2} * {ext}, T.int64({CHUNKS})):")
+        self.emit(indent, f"for {c2} in T.serial(T.int64({chunks})):")
+        self.emit(inner, f"if T.truncdiv(({c2} + T.int64(1)) * {ext}, T.int64({chunks})) > "
+                         f"T.truncdiv({c2} * {ext}, T.int64({chunks})):")
         self.emit(inner2, f"if {got}[0] == T.int64(0):")
         self.emit(inner2 + "    ", f"{res}[0] = {part}[{c2}]")
         self.emit(inner2 + "    ", f"{got}[0] = T.int64(1)")
